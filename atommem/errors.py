@@ -1,0 +1,31 @@
+"""User-facing errors: one clear message naming the thing and the fix, never a deep traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from atommem.config import ConfigError
+from atommem.data.schema import DataError
+
+
+class UserError(RuntimeError):
+    """Anything a user can act on (missing model path, missing GPU, bad input); the message says the fix."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from atommem.engines.base import EngineError
+
+    return (UserError, ConfigError, DataError, EngineError, FileNotFoundError)
+
+
+def run_user_facing(fn: Callable[[], int | None]) -> int:
+    """Run a command; user errors print `error: ...` and exit 2."""
+    try:
+        return int(fn() or 0)
+    except user_error_types() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
