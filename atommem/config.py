@@ -180,6 +180,8 @@ class SFTConfig:
     min_reward: float = 0.5  # keep teacher trajectories at or above this reward
     teacher: Literal["oracle", "openai"] = "oracle"  # who plays the SFT episodes
     teacher_episodes: int = 1000  # teacher episodes to collect
+    teacher_store_relevant_p: float = 1.0  # oracle teacher: chance it stores a fact the questions need
+    teacher_store_distractor_p: float = 0.0  # oracle teacher: chance it stores an unneeded fact
     data: Optional[str] = None  # Parquet dir of collected SFT trajectories
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
 
