@@ -1,0 +1,168 @@
+"""Synthetic long-context QA shaped like the real task, small enough for a tiny CPU policy.
+
+Each sample invents `num_entities` people (pronounceable made-up words), gives each a value for
+`num_attributes` attributes (and, when 2-hop questions are on, a `friend` among the others), and writes
+the facts as short lines `"{entity} {attribute} {value} ."`, `facts_per_chunk` per document.
+Questions are `"{attribute} of {entity} ?"` or, 2-hop, `"{attribute} of friend of {entity} ?"`; the
+answer is one value word. Facts nobody asks about (other people, unasked attributes) are the
+distractors. `doc_num` above what the facts need pads with documents about extra people, so any context
+length can be made. Everything is seeded: the same config and seed give the same samples.
+`Sample.metadata` keeps the facts and, per question, the chain of facts that answers it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from atommem.config import ConfigError, SynthConfig
+from atommem.data.schema import Document, Question, Sample
+
+RELATION = "friend"
+UNKNOWN = "unknown"  # what the oracle answers when the fact is missing from memory
+
+# Attribute -> value words; all values are distinct single lowercase words.
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "city": ("lima", "oslo", "paris", "rome", "cairo", "delhi", "tokyo", "quito", "dakar", "seoul", "riga", "kyiv"),
+    "color": ("red", "blue", "green", "pink", "gray", "black", "white", "brown", "gold", "teal", "navy", "olive"),
+    "pet": ("cat", "dog", "owl", "fox", "frog", "goat", "horse", "mouse", "snake", "duck", "hen", "crab"),
+    "job": ("baker", "nurse", "judge", "pilot", "chef", "miner", "farmer", "tailor", "barber", "guard", "monk", "clerk"),
+    "food": ("rice", "bread", "soup", "cake", "pasta", "beans", "corn", "pie", "fish", "salad", "stew", "tacos"),
+    "sport": ("golf", "chess", "tennis", "rugby", "polo", "judo", "boxing", "karate", "hockey", "surf", "darts", "skiing"),
+    "drink": ("tea", "milk", "juice", "cocoa", "cider", "water", "soda", "coffee", "wine", "beer", "kefir", "lemonade"),
+    "fruit": ("apple", "pear", "plum", "mango", "lime", "grape", "peach", "melon", "cherry", "kiwi", "banana", "lemon"),
+    "car": ("jeep", "van", "truck", "sedan", "taxi", "bus", "coupe", "wagon", "buggy", "cab", "limo", "tram"),
+    "tool": ("saw", "drill", "axe", "rake", "spade", "wrench", "hammer", "chisel", "shovel", "ladder", "hoe", "pliers"),
+}
+ATTRIBUTES: tuple[str, ...] = tuple(ATTRIBUTE_VALUES)
+FIXED_WORDS: tuple[str, ...] = ("of", "?", ".", "notes", RELATION, UNKNOWN)
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z")
+_VOWELS = ("a", "e", "i", "o", "u")
+_CODAS = ("", "k", "m", "n", "p", "r", "s", "t", "x")
+_NAME_POOL_SEED = 20260108  # fixed: the name pool depends on `name_vocab` only, never on the data seed
+
+
+def name_pool(size: int) -> list[str]:
+    """`size` invented lowercase names (CV-CV[C] syllables), deterministic and disjoint from the fixed words."""
+    reserved = set(FIXED_WORDS) | set(ATTRIBUTES) | {v for vals in ATTRIBUTE_VALUES.values() for v in vals}
+    candidates = [
+        o1 + v1 + o2 + v2 + c
+        for o1, v1, o2, v2, c in itertools.product(_ONSETS, _VOWELS, _ONSETS, _VOWELS, _CODAS)
+        if o1 + v1 + o2 + v2 + c not in reserved
+    ]
+    if size > len(candidates):
+        raise ConfigError(f"data.synth.name_vocab: {size} names requested, the generator can make {len(candidates)}")
+    return sorted(random.Random(_NAME_POOL_SEED).sample(candidates, size))
+
+
+def synthetic_vocabulary(cfg: SynthConfig) -> list[str]:
+    """Every word the generator can emit: names, attributes, values and fixed words (sorted, unique)."""
+    words = set(name_pool(cfg.name_vocab)) | set(ATTRIBUTES) | set(FIXED_WORDS)
+    words |= {v for vals in ATTRIBUTE_VALUES.values() for v in vals}
+    return sorted(words)
+
+
+def fact_text(entity: str, attribute: str, value: str) -> str:
+    """The memory-friendly form of a fact: what the oracle stores, the line minus its period."""
+    return f"{entity} {attribute} {value}"
+
+
+def _check(cfg: SynthConfig) -> None:
+    if cfg.num_entities < 1:
+        raise ConfigError(f"data.synth.num_entities must be >= 1, got {cfg.num_entities}")
+    if not 1 <= cfg.num_attributes <= len(ATTRIBUTES):
+        raise ConfigError(f"data.synth.num_attributes must be in 1..{len(ATTRIBUTES)}, got {cfg.num_attributes}")
+    if cfg.facts_per_chunk < 1:
+        raise ConfigError(f"data.synth.facts_per_chunk must be >= 1, got {cfg.facts_per_chunk}")
+    if not 1 <= cfg.min_questions <= cfg.max_questions:
+        raise ConfigError(
+            f"data.synth: need 1 <= min_questions <= max_questions, got {cfg.min_questions}, {cfg.max_questions}"
+        )
+    if not 0.0 <= cfg.two_hop_fraction <= 1.0:
+        raise ConfigError(f"data.synth.two_hop_fraction must be in [0, 1], got {cfg.two_hop_fraction}")
+    if cfg.two_hop_fraction > 0 and cfg.num_entities < 2:
+        raise ConfigError("data.synth: 2-hop questions need num_entities >= 2 (a friend must be someone else)")
+    if cfg.num_entities > cfg.name_vocab:
+        raise ConfigError(f"data.synth.name_vocab ({cfg.name_vocab}) must be >= num_entities ({cfg.num_entities})")
+
+
+def _one_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_id: str) -> Sample:
+    entities = rng.sample(names, cfg.num_entities)
+    attributes = rng.sample(ATTRIBUTES, cfg.num_attributes)
+    value = {(e, a): rng.choice(ATTRIBUTE_VALUES[a]) for e in entities for a in attributes}
+    with_friends = cfg.two_hop_fraction > 0
+    if with_friends:
+        for e in entities:
+            value[(e, RELATION)] = rng.choice([o for o in entities if o != e])
+    facts = [[e, a, v] for (e, a), v in value.items()]
+
+    # Questions: distinct (hops, entity, attribute) picks; 2-hop with probability two_hop_fraction.
+    possible = len(entities) * len(attributes) * (2 if with_friends else 1)
+    n_questions = min(rng.randint(cfg.min_questions, cfg.max_questions), possible)
+    asked: set[tuple[bool, str, str]] = set()
+    questions: list[Question] = []
+    chains: list[dict] = []
+    while len(questions) < n_questions:
+        two_hop = with_friends and rng.random() < cfg.two_hop_fraction
+        e, a = rng.choice(entities), rng.choice(attributes)
+        if (two_hop, e, a) in asked:
+            continue
+        asked.add((two_hop, e, a))
+        if two_hop:
+            friend = value[(e, RELATION)]
+            chain = [[e, RELATION, friend], [friend, a, value[(friend, a)]]]
+            text = f"{a} of {RELATION} of {e} ?"
+        else:
+            chain = [[e, a, value[(e, a)]]]
+            text = f"{a} of {e} ?"
+        questions.append(Question(text, [chain[-1][2]]))
+        chains.append({"entity": e, "path": [f[1] for f in chain], "facts": chain})
+
+    # Padding documents (long-context variant): facts about people outside the sample.
+    needed_docs = -(-len(facts) // cfg.facts_per_chunk)
+    doc_num = cfg.doc_num if cfg.doc_num is not None else needed_docs
+    if doc_num < needed_docs:
+        raise ConfigError(
+            f"data.synth.doc_num={doc_num} is too small: {len(facts)} facts at facts_per_chunk="
+            f"{cfg.facts_per_chunk} need {needed_docs} documents"
+        )
+    filler_slots = doc_num * cfg.facts_per_chunk - len(facts) if cfg.doc_num is not None else 0
+    others = [n for n in names if n not in set(entities)]
+    rng.shuffle(others)
+    filler: list[list[str]] = []
+    while len(filler) < filler_slots:
+        if not others:
+            raise ConfigError(
+                f"data.synth.doc_num={doc_num}: not enough invented names for the padding; raise name_vocab"
+            )
+        person = others.pop()
+        for a in rng.sample(ATTRIBUTES, len(ATTRIBUTES)):
+            filler.append([person, a, rng.choice(ATTRIBUTE_VALUES[a])])
+    filler = filler[:filler_slots]
+
+    lines = facts + filler
+    rng.shuffle(lines)
+    documents = [
+        Document(
+            f"notes {k}",
+            " ".join(f"{e} {a} {v} ." for e, a, v in lines[k * cfg.facts_per_chunk : (k + 1) * cfg.facts_per_chunk]),
+        )
+        for k in range(doc_num)
+    ]
+    return Sample(
+        id=sample_id,
+        source="synthetic",
+        documents=documents,
+        questions=questions,
+        metadata={"facts": facts, "filler_facts": filler, "chains": chains, "entities": entities, "attributes": attributes},
+    )
+
+
+def generate_synthetic(cfg: SynthConfig, n: int | None = None, seed: int | None = None) -> list[Sample]:
+    """`n` (default cfg.num_samples) samples; sample i depends only on (seed, i) and the config."""
+    _check(cfg)
+    seed = cfg.seed if seed is None else seed
+    n = cfg.num_samples if n is None else n
+    names = name_pool(cfg.name_vocab)
+    return [_one_sample(cfg, names, random.Random(f"atommem-synth:{seed}:{i}"), f"synth-{seed}-{i}") for i in range(n)]

@@ -1,0 +1,107 @@
+"""Every prompt text the agent sees, in one place.
+
+`render_messages(obs, style)` turns an `Observation` into chat messages: a system message with the
+instructions and the action grammar, and a user message with the questions, the scratchpad, the
+retrieval results, last turn's action errors and the current chunk (reading) or question (answering).
+"full" is for real LLMs; "compact" is terse so a tiny policy's prompt stays a few hundred tokens.
+Rendering is deterministic: the same observation always gives the same messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from atommem.env.memory_env import Observation
+
+PromptStyle = Literal["full", "compact"]
+
+FULL_SYSTEM = """You are a reading agent with a memory. You read a long context one chunk at a time, then answer questions about it. You cannot see earlier chunks again: whatever you will need later must be written to memory now.
+
+Your memory has two parts:
+- a scratchpad: one short note shown in every prompt;
+- a long-term store: entries with a stable id, shown as "Memory {id}: {text}". You only see the entries that match your current query.
+
+Act by writing tags. A response may contain several tags; they are applied in order. Text outside tags is ignored (use it to think).
+<add_memory>text</add_memory> : create a new long-term entry (it gets a new id).
+<modify_memory>Memory 7: new text</modify_memory> : replace the text of entry 7.
+<delete_memory>Memory 7</delete_memory> : remove entry 7.
+<update_memory>text</update_memory> : replace the scratchpad with text.
+<update_query>text</update_query> : search the long-term store; the best matching entries appear in your next prompt.
+<final_answer>\\boxed{answer}</final_answer> : answer the question being asked (answering phase only).
+
+Reading: after a response that writes (add, modify, delete, scratchpad) or has no valid tag, the next chunk is shown. A response with only <update_query> keeps the same chunk so you can look at the results (at most {max_read_only} times in a row).
+Answering: questions are asked one at a time. Look things up with <update_query> if needed, then give <final_answer> with a short answer inside \\boxed{}.
+Ids must be ones you have seen; a mistake (unknown id, unclosed tag, empty tag) does nothing and is reported in your next prompt.
+
+Example reading response:
+The chunk says Ada Lovelace was born in London; question 1 asks for it.
+<add_memory>Ada Lovelace was born in London.</add_memory>
+Example answering response:
+<final_answer>\\boxed{London}</final_answer>"""
+
+COMPACT_SYSTEM = "store what the questions need, then answer from memory."
+
+_NONE = "(none)"
+
+
+def _full_user(obs: "Observation", show_questions: bool) -> str:
+    parts: list[str] = []
+    if show_questions and obs.phase == "read":
+        lines = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(obs.questions))
+        parts.append(f"Questions you will be asked after reading:\n{lines}")
+    parts.append(f"Scratchpad:\n{obs.scratchpad or '(empty)'}")
+    parts.append(f"Current query: {obs.query or _NONE}\nRetrieved memory:\n{obs.retrieved_text or _NONE}")
+    if obs.errors:
+        parts.append("Errors in your last response (they had no effect):\n" + "\n".join(f"- {e}" for e in obs.errors))
+    if obs.phase == "read":
+        parts.append(f"Chunk {obs.chunk_index + 1} of {obs.num_chunks}:\n{obs.chunk_text}")
+    elif obs.phase == "answer":
+        n = len(obs.questions)
+        parts.append(
+            f"All chunks are read. Question {obs.question_index + 1} of {n}:\n{obs.questions[obs.question_index]}\n"
+            "Look up memory with <update_query> if needed, then answer with <final_answer>\\boxed{answer}</final_answer>."
+        )
+    else:
+        parts.append("The episode is over.")
+    return "\n\n".join(parts)
+
+
+def _compact_user(obs: "Observation", show_questions: bool) -> str:
+    lines: list[str] = []
+    if show_questions and obs.phase == "read":
+        lines.append("questions: " + " | ".join(obs.questions))
+    lines.append(f"query: {obs.query}")
+    lines.append("memory: " + " | ".join(obs.retrieved_text.splitlines()))
+    lines.append(f"notes: {obs.scratchpad}")
+    lines.append("errors: " + " | ".join(obs.errors))
+    if obs.phase == "read":
+        lines.append(f"chunk: {obs.chunk_text}")
+    elif obs.phase == "answer":
+        lines.append(f"question: {obs.questions[obs.question_index]}")
+    return "\n".join(lines)
+
+
+def system_prompt(style: PromptStyle, max_read_only_turns: int = 3) -> str:
+    if style == "full":
+        return FULL_SYSTEM.replace("{max_read_only}", str(max_read_only_turns))
+    if style == "compact":
+        return COMPACT_SYSTEM
+    raise ValueError(f"unknown prompt style {style!r} (use 'full' or 'compact')")
+
+
+def render_messages(
+    obs: "Observation", style: PromptStyle = "full", *, max_read_only_turns: int = 3, show_questions: bool = True
+) -> list[dict]:
+    """Chat messages (system + user) for one turn; `show_questions` lists the questions while reading."""
+    system = system_prompt(style, max_read_only_turns)
+    user = _full_user(obs, show_questions) if style == "full" else _compact_user(obs, show_questions)
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": user},
+    ]
+
+
+def render_text(messages: list[dict]) -> str:
+    """A plain single-string view of chat messages (the gymnasium observation; not what engines see)."""
+    return "\n\n".join(f"<|{m['role']}|>\n{m['content']}" for m in messages)
