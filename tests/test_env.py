@@ -1,0 +1,252 @@
+"""MemoryEnv: advance rules, caps, answer phase, errors, isolation, prompts, async batching, registration."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from atommem.config import EnvConfig, MemoryConfig
+from atommem.data.schema import Document, Question, Sample
+from atommem.env.memory_env import MemoryEnv, make_env, register_rllib_env
+from atommem.env.prompts import render_messages
+from atommem.memory.embedders import BatchingEmbedder, HashEmbedder
+from env_support import build_tokenizer
+
+SAMPLE = Sample(
+    id="s0",
+    source="test",
+    documents=[
+        Document("notes 0", "zorp city lima ."),
+        Document("notes 1", "blick pet cat ."),
+        Document("notes 2", "zorp pet dog ."),
+    ],
+    questions=[Question("city of zorp ?", ["lima"]), Question("pet of blick ?", ["cat"])],
+)
+
+
+class CountingEmbedder(HashEmbedder):
+    def __init__(self):
+        super().__init__(64)
+        self.calls: list[tuple[int, bool]] = []
+
+    def embed(self, texts, *, query=False):
+        self.calls.append((len(texts), query))
+        return super().embed(texts, query=query)
+
+
+def make(sample=SAMPLE, embedder=None, **env_kw) -> MemoryEnv:
+    kw = dict(chunk_tokens=8, chunk_overlap=0, max_chunks=10)  # whitespace tokens: one document per chunk
+    kw.update(env_kw)
+    env = MemoryEnv(EnvConfig(**kw), MemoryConfig(top_k=3), embedder or HashEmbedder(64), sample=sample)
+    env.reset()
+    return env
+
+
+def test_reset_shows_first_chunk_and_questions():
+    env = make()
+    obs = env.observation
+    assert obs.phase == "read" and obs.chunk_index == 0 and obs.num_chunks == 3
+    assert obs.chunk_text == "Document 0:\nnotes 0\nzorp city lima ."
+    assert obs.questions == ["city of zorp ?", "pet of blick ?"] and obs.question_index == -1
+    user = env.prompt_messages()[1]["content"]
+    assert "city of zorp ?" in user and "zorp city lima ." in user
+
+
+def test_write_turn_advances_read_only_keeps_chunk_until_cap():
+    env = make(max_read_only_turns=2)
+    _, r, term, trunc, info = env.step("<add_memory>zorp city lima</add_memory>")
+    assert (r, term, trunc) == (0.0, False, False)
+    assert info["advanced"] and info["action_counts"]["create"] == 1 and env.observation.chunk_index == 1
+    for streak in (1, 2):
+        _, _, _, _, info = env.step("<update_query>zorp city</update_query>")
+        assert not info["advanced"] and env.observation.chunk_index == 1
+        assert env.observation.read_only_streak == streak
+        assert [e.text for e in env.observation.retrieved] == ["zorp city lima"]
+    _, _, _, _, info = env.step("<update_query>zorp</update_query>")  # third in a row: over the cap
+    assert info["advanced"] and env.observation.chunk_index == 2 and env.observation.read_only_streak == 0
+    assert env.observation.query == "zorp"  # the query itself still applies
+
+
+def test_turn_without_valid_action_advances():
+    env = make()
+    env.step("just thinking, no tags")
+    assert env.observation.chunk_index == 1
+    _, _, _, _, info = env.step("<add_memory></add_memory>")  # empty body: error, no valid action
+    assert info["advanced"] and info["action_counts"]["error"] == 1 and env.observation.chunk_index == 2
+
+
+def test_scratchpad_update_and_delete_are_writes():
+    env = make()
+    env.step("<add_memory>a</add_memory><add_memory>b</add_memory><update_memory>note</update_memory>")
+    assert env.memory.scratchpad == "note" and [e.id for e in env.memory.entries()] == [1, 2]
+    _, _, _, _, info = env.step("<modify_memory>Memory 2: b2</modify_memory><delete_memory>Memory 1</delete_memory>")
+    assert info["action_counts"]["update"] == 1 and info["action_counts"]["delete"] == 1 and info["advanced"]
+    assert [(e.id, e.text) for e in env.memory.entries()] == [(2, "b2")]
+
+
+def test_unknown_id_is_noop_counted_and_reported_next_prompt():
+    env = make()
+    env.step("<add_memory>zorp city lima</add_memory>")
+    _, _, _, _, info = env.step("<delete_memory>Memory 9</delete_memory><modify_memory>Memory 7: x</modify_memory>")
+    assert info["action_counts"]["error"] == 2 and info["action_counts"]["delete"] == 0
+    assert [e.text for e in env.memory.entries()] == ["zorp city lima"]
+    assert len(env.observation.errors) == 2 and "Memory 9" in env.observation.errors[0]
+    for style in ("full", "compact"):
+        user = render_messages(env.observation, style)[1]["content"]
+        assert "Memory 9" in user and "Memory 7" in user
+    env.step("<update_memory>ok</update_memory>")  # answer phase now; a clean turn clears the errors
+    assert env.observation.errors == []
+    assert "Memory 9" not in env.prompt_messages()[1]["content"]
+
+
+def test_answer_phase_poses_questions_in_order_and_rewards_at_the_end():
+    env = make()
+    env.step("<add_memory>zorp city lima</add_memory>")
+    env.step("<add_memory>blick pet cat</add_memory>")
+    _, r, term, _, info = env.step("")
+    assert info["phase"] == "answer" and (r, term) == (0.0, False)
+    obs = env.observation
+    assert obs.question_index == 0 and obs.chunk_text == "" and obs.query == ""
+    assert "city of zorp ?" in env.prompt_messages()[1]["content"]
+    env.step("<update_query>zorp city</update_query>")
+    assert env.observation.question_index == 0 and "Memory 1: zorp city lima" in env.observation.retrieved_text
+    _, r, term, _, info = env.step(r"<final_answer>\boxed{Lima}</final_answer>")
+    assert (r, term) == (0.0, False) and info["advanced"]
+    assert env.observation.question_index == 1 and env.observation.query == ""  # query cleared per question
+    assert "pet of blick ?" in env.prompt_messages()[1]["content"]
+    _, r, term, _, _ = env.step(r"<final_answer>\boxed{dog}</final_answer>")
+    assert term and r == 0.5 and env.done
+    res = env.result()
+    assert res.answers == ["Lima", "dog"] and res.correct == [True, False] and res.num_turns == 6
+    assert res.action_counts["create"] == 2 and res.action_counts["answer"] == 2 and res.action_counts["read"] == 1
+    with pytest.raises(RuntimeError):
+        env.step("")
+
+
+def test_final_answer_while_reading_is_an_error():
+    env = make()
+    _, _, _, _, info = env.step(r"<final_answer>\boxed{lima}</final_answer>")
+    assert info["action_counts"]["answer"] == 0 and info["action_counts"]["error"] == 1
+    assert env.observation.phase == "read" and env.observation.chunk_index == 1
+
+
+def test_separate_read_and_answer_caps():
+    env = make(max_read_steps=1, max_answer_steps=2, max_read_only_turns=5)
+    env.step("<update_query>x</update_query>")  # read cap reached after one turn although chunks remain
+    assert env.observation.phase == "answer" and env.observation.question_index == 0
+    env.step("<update_query>zorp</update_query>")
+    _, _, _, _, info = env.step("thinking")  # second turn without an answer: question 0 unanswered
+    assert info["advanced"] and env.observation.question_index == 1
+    _, r, term, _, _ = env.step(r"<final_answer>\boxed{cat}</final_answer>")
+    assert term and r == 0.5 and env.result().answers == ["", "cat"]
+
+
+def test_answer_phase_query_cap():
+    env = make(max_read_steps=1, max_answer_steps=10, max_read_only_turns=1)
+    env.step("")
+    env.step("<update_query>a</update_query>")
+    _, _, _, _, info = env.step("<update_query>b</update_query>")
+    assert info["action_counts"]["read"] == 0 and info["action_counts"]["error"] == 1
+    assert env.observation.query == "a"
+
+
+def test_isolation_between_envs_on_the_same_sample():
+    a, b = make(), make()
+    a.step("<add_memory>zorp city lima</add_memory>")
+    b.step("<add_memory>other</add_memory>")
+    b.step("<delete_memory>Memory 1</delete_memory>")
+    assert [e.text for e in a.memory.entries()] == ["zorp city lima"]
+    assert b.memory.entries() == [] and a.memory is not b.memory
+
+
+def test_strict_mode_format_errors_apply_nothing():
+    env = make(strict_format=True, format_penalty=0.25)
+    _, _, _, _, info = env.step("I store <add_memory>zorp city lima</add_memory>")
+    assert info["action_counts"]["create"] == 0 and info["errors"][0].startswith("outside_text")
+    assert len(env.memory) == 0 and env.observation.chunk_index == 1  # no valid action: advances
+    _, _, _, _, info = env.step("<add_memory>blick pet cat</add_memory>", complete=False)
+    assert len(env.memory) == 0 and any(e.startswith("truncated") for e in info["errors"])
+    env.step("<add_memory>zorp pet dog</add_memory>")  # clean strict response works
+    assert [e.text for e in env.memory.entries()] == ["zorp pet dog"]
+    env.step(r"<final_answer>\boxed{lima}</final_answer>")
+    _, r, term, _, _ = env.step(r"<final_answer>\boxed{cat}</final_answer>")
+    assert term and r == pytest.approx(1.0 - 2 * 0.25)  # two turns with errors
+
+
+def test_lenient_mode_ignores_outside_text():
+    env = make()
+    env.step("I store <add_memory>zorp city lima</add_memory> because of question 1")
+    assert [e.text for e in env.memory.entries()] == ["zorp city lima"]
+    assert env.observation.errors == []
+
+
+def test_prompt_ids_equal_chat_template_of_messages():
+    tok = build_tokenizer()
+    env = MemoryEnv(EnvConfig(chunk_tokens=8, chunk_overlap=2, prompt_style="compact"), MemoryConfig(), HashEmbedder(64), tokenizer=tok)
+    env.reset(options={"sample": SAMPLE})
+    ids = env.prompt_ids(tok)
+    expected = tok.apply_chat_template(env.prompt_messages(), add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert ids == list(expected) and ids == env.prompt_ids(tok)
+    text = tok.decode(ids)
+    assert text.startswith("<|system|>") and text.endswith("<|assistant|>\n")
+    env.step("<add_memory>zorp city lima</add_memory>")
+    assert env.prompt_ids(tok) != ids  # a new turn, a new prompt
+
+
+def test_reset_obs_is_text_in_the_observation_space():
+    env = MemoryEnv(EnvConfig(chunk_tokens=8, chunk_overlap=0), MemoryConfig(), HashEmbedder(64))
+    obs, info = env.reset(options={"sample": SAMPLE}, seed=1)
+    assert isinstance(obs, str) and env.observation_space.contains(obs) and info["num_chunks"] == 3
+    assert env.action_space.contains("")
+
+
+def test_sample_without_questions_is_a_data_error():
+    from atommem.data.schema import DataError
+
+    env = MemoryEnv(EnvConfig(), MemoryConfig(), HashEmbedder(64))
+    with pytest.raises(DataError):
+        env.reset(options={"sample": Sample("x", "t", [Document("a", "b")], [])})
+
+
+def test_step_batches_embeddings_of_one_turn():
+    emb = CountingEmbedder()
+    env = make(embedder=emb)
+    env.step("<add_memory>a</add_memory><modify_memory>Memory 1: b</modify_memory><update_query>q</update_query>")
+    assert emb.calls == [(2, False), (1, True)]
+    env.step("<update_query>q</update_query>")  # unchanged query: no re-embedding
+    assert len(emb.calls) == 2
+
+
+def test_astep_batches_across_envs_and_matches_step():
+    emb = CountingEmbedder()
+    batching = BatchingEmbedder(emb)
+    envs = [make(embedder=emb) for _ in range(3)]
+    ref = make()
+    actions = ["<add_memory>zorp city lima</add_memory>", "<add_memory>blick pet cat</add_memory>", ""]
+
+    async def play():
+        for act in actions:
+            await asyncio.gather(*(e.astep(act, embedder=batching) for e in envs))
+
+    asyncio.run(play())
+    for act in actions:
+        ref.step(act)
+    assert batching.num_calls == 2 and emb.calls == [(3, False), (3, False)]
+    for e in envs:
+        assert e.observation == ref.observation
+
+
+def test_make_env_and_rllib_registration():
+    import ray
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    name = register_rllib_env("atommem/TestMemoryEnv")
+    creator = _global_registry.get(ENV_CREATOR, name)
+    env = creator({"env": {"chunk_tokens": 8, "chunk_overlap": 0}, "memory": {"top_k": 2}, "samples": [SAMPLE.to_row()]})
+    assert isinstance(env, MemoryEnv)
+    obs, _ = env.reset(seed=0)
+    assert "zorp city lima" in obs
+    with pytest.raises(ValueError):
+        make_env({"bogus": 1})
+    assert not ray.is_initialized()  # registering and building needs no running Ray

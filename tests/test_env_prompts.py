@@ -1,0 +1,66 @@
+"""Prompt rendering: deterministic, complete in "full", short in "compact"."""
+
+from __future__ import annotations
+
+from atommem.actions import TAG_NAMES
+from atommem.env.memory_env import Observation
+from atommem.memory.store import MemoryEntry
+from atommem.env.prompts import render_messages
+
+
+def obs(**kw) -> Observation:
+    base = dict(
+        phase="read",
+        questions=["city of zorp ?", "pet of blick ?"],
+        question_index=-1,
+        chunk_index=1,
+        num_chunks=3,
+        chunk_text="Document 1:\nnotes 1\nblick pet cat .",
+        scratchpad="",
+        query="zorp city",
+        retrieved=[MemoryEntry(1, "zorp city lima")],
+        retrieved_text="Memory 1: zorp city lima",
+        errors=[],
+        read_only_streak=1,
+    )
+    base.update(kw)
+    return Observation(**base)
+
+
+def test_full_prompt_explains_every_tag_and_shows_state():
+    sys_msg, user = render_messages(obs(), "full")
+    assert sys_msg["role"] == "system" and user["role"] == "user"
+    for tag in TAG_NAMES:
+        assert f"<{tag}>" in sys_msg["content"], tag
+    assert "Example" in sys_msg["content"]
+    u = user["content"]
+    for part in ("1. city of zorp ?", "2. pet of blick ?", "Memory 1: zorp city lima", "Chunk 2 of 3", "blick pet cat .", "zorp city"):
+        assert part in u, part
+
+
+def test_rendering_is_deterministic():
+    assert render_messages(obs(), "full") == render_messages(obs(), "full")
+    assert render_messages(obs(), "compact") == render_messages(obs(), "compact")
+
+
+def test_compact_prompt_is_short_and_complete():
+    sys_msg, user = render_messages(obs(errors=["delete_memory: there is no Memory 9 (ignored)"]), "compact")
+    words = len(sys_msg["content"].split()) + len(user["content"].split())
+    assert words < 60
+    u = user["content"]
+    assert u.splitlines()[0] == "questions: city of zorp ? | pet of blick ?"
+    assert "memory: Memory 1: zorp city lima" in u and "Memory 9" in u and u.endswith("blick pet cat .")
+
+
+def test_answer_phase_prompt_poses_one_question_without_chunk():
+    o = obs(phase="answer", question_index=1, chunk_text="", chunk_index=3)
+    for style in ("full", "compact"):
+        u = render_messages(o, style)[1]["content"]
+        assert "pet of blick ?" in u and "city of zorp ?" not in u and "blick pet cat" not in u
+    assert render_messages(o, "compact")[1]["content"].endswith("question: pet of blick ?")
+
+
+def test_questions_can_be_hidden_while_reading():
+    for style in ("full", "compact"):
+        u = render_messages(obs(), style, show_questions=False)[1]["content"]
+        assert "city of zorp ?" not in u
