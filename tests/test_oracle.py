@@ -1,0 +1,120 @@
+"""OraclePolicy through the real MemoryEnv: perfect at p=1, answers 'unknown' when it stores nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from atommem.actions import parse_actions
+from atommem.config import EnvConfig, MemoryConfig, SynthConfig
+from atommem.data.synthetic import generate_synthetic
+from atommem.env.memory_env import MemoryEnv
+from atommem.memory.embedders import BatchingEmbedder, HashEmbedder
+from atommem.policies.oracle import OraclePolicy
+from env_support import build_tokenizer
+
+SAMPLES = generate_synthetic(SynthConfig(num_entities=4, num_attributes=2, max_questions=3, two_hop_fraction=0.5), 50, seed=7)
+
+
+def play(env: MemoryEnv, sample, policy: OraclePolicy, use_async: bool = False):
+    env.reset(options={"sample": sample})
+    outputs = []
+
+    async def run():
+        batching = BatchingEmbedder(HashEmbedder(128))
+        while not env.done:
+            out = await policy.act(env)
+            outputs.append(out)
+            await env.astep(out.text, complete=out.complete, embedder=batching)
+
+    if use_async:
+        asyncio.run(run())
+    else:
+        while not env.done:
+            out = asyncio.run(policy.act(env))
+            outputs.append(out)
+            env.step(out.text)
+    return env.result(), outputs
+
+
+@pytest.mark.parametrize(
+    "chunk_tokens,overlap,style,strict",
+    [(6, 3, "compact", True), (16, 3, "full", False), (1000, 0, "compact", True)],
+)
+def test_oracle_is_perfect(chunk_tokens, overlap, style, strict):
+    env = MemoryEnv(
+        EnvConfig(chunk_tokens=chunk_tokens, chunk_overlap=overlap, prompt_style=style, strict_format=strict),
+        MemoryConfig(top_k=2, render_budget_tokens=64),
+        HashEmbedder(128),
+    )
+    hops = set()
+    for s in SAMPLES:
+        res, _ = play(env, s, OraclePolicy())
+        assert res.reward == 1.0, (s.id, res)
+        assert res.num_errors == 0
+        assert {e.text for e in res.memory} == {" ".join(f) for c in s.metadata["chains"] for f in c["facts"]}
+        hops |= {len(c["path"]) for c in s.metadata["chains"]}
+    assert hops == {1, 2}
+
+
+def test_oracle_async_and_distractors():
+    env = MemoryEnv(EnvConfig(chunk_tokens=10, chunk_overlap=3), MemoryConfig(top_k=6), HashEmbedder(128))
+    for s in SAMPLES[:15]:
+        res, _ = play(env, s, OraclePolicy(store_distractor_p=1.0), use_async=True)
+        assert res.reward == 1.0
+        assert len(res.memory) == len(s.metadata["facts"])  # every fact stored exactly once despite overlap
+
+
+def test_oracle_without_memory_answers_unknown():
+    env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(), HashEmbedder(128))
+    total = 0.0
+    for s in SAMPLES[:20]:
+        res, outs = play(env, s, OraclePolicy(store_relevant_p=0.0))
+        total += res.reward
+        assert set(res.answers) == {"unknown"} and res.memory == []
+        assert all(o.text == "" for o in outs[: env.observation.num_chunks])  # nothing stored while reading
+    assert total == 0.0
+
+
+def test_weak_teacher_is_seeded_and_partial():
+    env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(), HashEmbedder(128))
+
+    def mean_reward(seed):
+        return [play(env, s, OraclePolicy(store_relevant_p=0.5, rng_seed=seed + i))[0].reward for i, s in enumerate(SAMPLES)]
+
+    a = mean_reward(1)
+    assert a == mean_reward(1)
+    assert 0.1 < sum(a) / len(a) < 0.9
+
+
+def test_oracle_token_ids_with_tokenizer():
+    tok = build_tokenizer(tuple(d.text for s in SAMPLES for d in s.documents))
+    env = MemoryEnv(EnvConfig(chunk_tokens=24, chunk_overlap=6, prompt_style="compact", strict_format=True), MemoryConfig(top_k=2), HashEmbedder(128), tokenizer=tok)
+    for s in SAMPLES[:5]:
+        env.reset(options={"sample": s})
+        policy = OraclePolicy(tokenizer=tok)
+        while not env.done:
+            expected_prompt = env.prompt_ids(tok)
+            out = asyncio.run(policy.act(env))
+            assert out.prompt_ids == expected_prompt
+            assert out.response_ids[-1] == tok.eos_token_id
+            assert tok.decode(out.response_ids[:-1]) == out.text
+            assert not parse_actions(out.text, strict=True).errors
+            env.step(out.text)
+        assert env.result().reward == 1.0
+
+
+def test_policy_registry_builds_fresh_oracles():
+    from atommem.errors import UserError
+    from atommem.policies import make_policy_factory, register_policy
+
+    factory = make_policy_factory("oracle", store_relevant_p=0.0)
+    a, b = factory(), factory(rng_seed=3)
+    assert isinstance(a, OraclePolicy) and a is not b and b._rng.random() == __import__("random").Random(3).random()
+    env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(), HashEmbedder(128))
+    assert play(env, SAMPLES[0], a)[0].answers[0] == "unknown"
+    register_policy("always-unknown", lambda: OraclePolicy(store_relevant_p=0.0))
+    assert isinstance(make_policy_factory("always-unknown")(), OraclePolicy)
+    with pytest.raises(UserError, match="unknown policy"):
+        make_policy_factory("nope")
