@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tqdm import tqdm
+
 from atommem.data.schema import DataError, Document, Question, Sample
 
 SOURCES = ("hotpotqa", "2wiki", "musique")
@@ -285,6 +287,11 @@ def _stem(path: Path) -> str:
     return name
 
 
+def _progress(it, path: Path, total: int | None = None):
+    """A progress bar on terminals (tqdm hides itself when stderr is not a TTY)."""
+    return tqdm(it, total=total, desc=f"reading {path.name}", unit=" records", disable=None, leave=False)
+
+
 def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -397,7 +404,7 @@ def build_hotpotqa(path: str | Path, params: BuildParams | None = None, **kw) ->
     params.validate()
     p = _check_file(path)
     data = _load_json_array(p, "hotpotqa")
-    return _build("hotpotqa", [_hotpot_record(p, i, r) for i, r in enumerate(data)], p, params)
+    return _build("hotpotqa", [_hotpot_record(p, i, r) for i, r in _progress(enumerate(data), p, len(data))], p, params)
 
 
 def build_2wiki(
@@ -410,7 +417,8 @@ def build_2wiki(
     p = _check_file(path)
     aliases = _load_2wiki_aliases(_check_file(aliases_path)) if aliases_path is not None else {}
     data = _load_json_array(p, "2wiki")
-    return _build("2wiki", [_2wiki_record(p, i, r, aliases) for i, r in enumerate(data)], p, params)
+    records = [_2wiki_record(p, i, r, aliases) for i, r in _progress(enumerate(data), p, len(data))]
+    return _build("2wiki", records, p, params)
 
 
 def build_musique(path: str | Path, params: BuildParams | None = None, **kw) -> list[Sample]:
@@ -421,7 +429,7 @@ def build_musique(path: str | Path, params: BuildParams | None = None, **kw) -> 
     p = _check_file(path)
     records: list[QARecord] = []
     corpus: dict[tuple[str, str], Document] = {}
-    for i, obj in _iter_jsonl(p):
+    for i, obj in _progress(_iter_jsonl(p), p):
         if i == 0 and _guess_source(obj) in ("hotpotqa", "2wiki"):
             raise DataError(f"{p}: records look like {_guess_source(obj)}, not musique (use --source {_guess_source(obj)})")
         rec = _musique_record(p, i, obj)
