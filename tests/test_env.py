@@ -167,6 +167,7 @@ def test_strict_mode_format_errors_apply_nothing():
     assert len(env.memory) == 0 and env.observation.chunk_index == 1  # no valid action: advances
     _, _, _, _, info = env.step("<add_memory>blick pet cat</add_memory>", complete=False)
     assert len(env.memory) == 0 and any(e.startswith("truncated") for e in info["errors"])
+    assert env.observation.chunk_index == 2
     env.step("<add_memory>zorp pet dog</add_memory>")  # clean strict response works
     assert [e.text for e in env.memory.entries()] == ["zorp pet dog"]
     env.step(r"<final_answer>\boxed{lima}</final_answer>")
@@ -250,3 +251,12 @@ def test_make_env_and_rllib_registration():
     with pytest.raises(ValueError):
         make_env({"bogus": 1})
     assert not ray.is_initialized()  # registering and building needs no running Ray
+
+
+def test_truncated_strict_response_reports_one_truncation():
+    env = make(strict_format=True)
+    _, _, _, _, info = env.step("<add_memory>zorp city lima</add_mem", complete=False)
+    assert [e.split(":")[0] for e in info["errors"]] == ["truncated"] and len(env.memory) == 0
+    env2 = make()  # lenient mode: a cut-off response still applies its complete tags
+    env2.step("<add_memory>zorp city lima</add_memory><add_memory>x", complete=False)
+    assert [e.text for e in env2.memory.entries()] == ["zorp city lima"]

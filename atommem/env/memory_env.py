@@ -215,7 +215,7 @@ class MemoryEnv(gym.Env):
         cfg = self._cfg
         parsed = parse_actions(text, strict=cfg.strict_format)
         errors = [f"{e.kind}: {e.message}" for e in parsed.errors]
-        if cfg.strict_format and not complete:
+        if cfg.strict_format and not complete and not any(e.kind == "truncated" for e in parsed.errors):
             errors.append("truncated: the response hit the token limit before ending")
         actions = [] if cfg.strict_format and errors else list(parsed.actions)
 
