@@ -195,7 +195,7 @@ def test_not_json_and_unknown_formats(tmp_path):
         build_hotpotqa(bad)
     with pytest.raises(DataError, match="looks like JSONL"):
         build_hotpotqa(MUSIQUE)
-    with pytest.raises(DataError, match="MuSiQue files are JSONL"):
+    with pytest.raises(DataError, match="is a JSON array, but a MuSiQue file .* is JSONL"):
         build_musique(HOTPOT)
     with pytest.raises(DataError, match="look like 2wiki, not hotpotqa"):
         build_hotpotqa(WIKI)
@@ -215,3 +215,18 @@ def test_bad_params():
         build_hotpotqa(HOTPOT, BuildParams(doc_num=0))
     with pytest.raises(DataError, match="single_question_p"):
         build_hotpotqa(HOTPOT, single_question_p=1.5)
+
+
+def test_gzip_input_reads_like_plain(tmp_path):
+    import gzip
+
+    gz = tmp_path / "musique_dev_mini.jsonl.gz"
+    gz.write_bytes(gzip.compress(MUSIQUE.read_bytes()))
+    assert [s.to_row() for s in build_musique(gz, doc_num=9)] == [s.to_row() for s in build_musique(MUSIQUE, doc_num=9)]
+
+
+def test_bad_2wiki_aliases_file(tmp_path):
+    bad = tmp_path / "id_aliases.json"
+    bad.write_text('{"Q_id": "Q30", "aliases": "USA", "demonyms": []}\n')
+    with pytest.raises(DataError, match=r"id_aliases.json record 0 \(Q_id=Q30\): field 'aliases' must be a list of strings"):
+        build_2wiki(WIKI, aliases_path=bad)

@@ -105,8 +105,8 @@ def _load_json_array(path: Path, source: str) -> list:
     return obj
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(0-based record index, parsed object) for each non-empty line, streamed."""
+def _iter_jsonl(path: Path, what: str) -> Iterator[tuple[int, Any]]:
+    """(0-based record index, parsed object) for each non-empty line, streamed; `what` names the format."""
     index = 0
     try:
         with _open_text(path) as f:
@@ -114,17 +114,14 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 if not line.strip():
                     continue
                 if index == 0 and line.lstrip().startswith("["):
-                    raise DataError(
-                        f"{path}: is a JSON array, but MuSiQue files are JSONL (one record a line); "
-                        "HotpotQA / 2WikiMultihopQA arrays are read with --source hotpotqa / 2wiki"
-                    )
+                    raise DataError(f"{path}: is a JSON array, but {what} is JSONL (one record a line)")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path} line {lineno} (record {index}): invalid JSON ({exc.msg})") from None
                 yield index, obj
                 index += 1
-    except UnicodeDecodeError as exc:
+    except (UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: cannot be read as UTF-8 JSONL ({exc})") from None
 
 
@@ -214,7 +211,7 @@ def _hotpot_record(path: Path, index: int, record: Any) -> QARecord:
 def _load_2wiki_aliases(path: Path) -> dict[str, list[str]]:
     """The 2Wiki `id_aliases.json` file: JSONL of {Q_id, aliases, demonyms} keyed by a record's answer_id."""
     out: dict[str, list[str]] = {}
-    for index, obj in _iter_jsonl(path):
+    for index, obj in _iter_jsonl(path, "the 2Wiki id_aliases file ({Q_id, aliases, demonyms} a line)"):
         where = _Where(path, index, obj, "Q_id")
         qid = _require(obj, "Q_id", where, str, "a string")
         names = []
@@ -429,7 +426,7 @@ def build_musique(path: str | Path, params: BuildParams | None = None, **kw) -> 
     p = _check_file(path)
     records: list[QARecord] = []
     corpus: dict[tuple[str, str], Document] = {}
-    for i, obj in _progress(_iter_jsonl(p), p):
+    for i, obj in _progress(_iter_jsonl(p, "a MuSiQue file (HotpotQA / 2Wiki arrays: --source hotpotqa / 2wiki)"), p):
         if i == 0 and _guess_source(obj) in ("hotpotqa", "2wiki"):
             raise DataError(f"{p}: records look like {_guess_source(obj)}, not musique (use --source {_guess_source(obj)})")
         rec = _musique_record(p, i, obj)
