@@ -260,3 +260,13 @@ def test_truncated_strict_response_reports_one_truncation():
     env2 = make()  # lenient mode: a cut-off response still applies its complete tags
     env2.step("<add_memory>zorp city lima</add_memory><add_memory>x", complete=False)
     assert [e.text for e in env2.memory.entries()] == ["zorp city lima"]
+
+
+def test_gymnasium_env_checker_passes():
+    from gymnasium.utils.env_checker import check_env
+
+    from atommem.config import SynthConfig
+    from atommem.data.synthetic import generate_synthetic
+
+    env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(), HashEmbedder(64), samples=generate_synthetic(SynthConfig(), 3))
+    check_env(env, skip_render_check=True)
