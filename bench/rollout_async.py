@@ -1,0 +1,259 @@
+"""Async per-env rollout scheduling vs lockstep batching, on the same engine capacity.
+
+Both modes play the same synthetic episodes with the same number of concurrent envs against the same
+engine, in one process (asyncio, no Ray):
+  async    - `EnvRunner` (atommem.rollout.worker): every env sends its next request as soon as its last
+             step is done and steps as soon as its own response is back.
+  lockstep - the reference's batching: the turn-t requests of all live envs go to the engine together,
+             every env waits for the slowest response, then all step; a wave of episodes ends when its
+             longest episode ends, then the next wave starts.
+Engines:
+  sim - a continuous-batching engine that decodes one token per `--step-ms` for up to `--slots`
+        sequences at once; each request's response length is drawn from a lognormal (median
+        `--median-tokens`, sigma `--sigma`). The env actions come from the oracle (so episodes are real
+        MemoryEnv episodes); the engine only sets how long each turn's generation takes.
+  hf  - the real HFEngine on a freshly built tiny model with ModelPolicy (what the model generates
+        drives the env), max batch `--slots`.
+Prints one JSON object: env steps/s of each mode, the ratio async/lockstep, the fraction of wall time
+the engine had nothing to decode, and its mean batch occupancy.
+
+Usage: python bench/rollout_async.py [--engine sim|hf|both] [--envs 32] [--episodes 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from atommem.config import Config, load_config
+from atommem.data.synthetic import generate_synthetic
+from atommem.engines.base import Generation, SamplingParams
+from atommem.env.memory_env import MemoryEnv
+from atommem.memory.embedders import BatchingEmbedder, make_embedder
+from atommem.policies.oracle import OraclePolicy
+from atommem.rollout.records import EpisodeRequest, make_requests
+from atommem.rollout.worker import EnvRunner, builtin_policy_factory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class EngineClock:
+    """Busy/idle bookkeeping shared by both engines: time with >= 1 sequence in flight, and occupancy."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.busy_s = 0.0
+        self.occupancy_integral = 0.0  # sum over time of active sequences
+        self._t = time.perf_counter()
+        self.tokens = 0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.active:
+            self.busy_s += now - self._t
+            self.occupancy_integral += self.active * (now - self._t)
+        self._t = now
+
+    def start(self) -> None:
+        self._tick()
+        self.active += 1
+
+    def stop(self, tokens: int) -> None:
+        self._tick()
+        self.active -= 1
+        self.tokens += tokens
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+class SimulatedEngine:
+    """Continuous batching: each decoding step (step_s) advances up to `slots` sequences by one token."""
+
+    def __init__(self, slots: int, step_s: float, median_tokens: float, sigma: float, max_tokens: int, seed: int):
+        self.slots, self.step_s = slots, step_s
+        self.mu, self.sigma, self.max_tokens = math.log(median_tokens), sigma, max_tokens
+        self.rng = random.Random(seed)
+        self.clock = EngineClock()
+        self._waiting: list[list] = []  # [remaining tokens, length, future]
+        self._running: list[list] = []
+        self._loop_task: asyncio.Task | None = None
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        n = max(1, min(self.max_tokens, round(self.rng.lognormvariate(self.mu, self.sigma))))
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append([n, n, fut])
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._decode())
+        return await fut
+
+    async def _decode(self) -> None:
+        while self._waiting or self._running:
+            while self._waiting and len(self._running) < self.slots:
+                self._running.append(self._waiting.pop(0))
+                self.clock.start()
+            await asyncio.sleep(self.step_s)
+            still = []
+            for seq in self._running:
+                seq[0] -= 1
+                if seq[0] > 0:
+                    still.append(seq)
+                    continue
+                self.clock.stop(seq[1])
+                seq[2].set_result(Generation([0] * seq[1], [0.0] * seq[1], "stop", 0))
+            self._running = still
+
+
+class TimedEngine:
+    """Wraps a real engine with the same busy/idle bookkeeping."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.clock = EngineClock()
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        self.clock.start()
+        gen = await self.engine.generate(prompt_ids, params)
+        self.clock.stop(len(gen.token_ids))
+        return gen
+
+
+class PacedOracle:
+    """The oracle's actions, paced by one engine request per turn (the sim engine sets its duration)."""
+
+    def __init__(self, engine, seed: int):
+        self.engine = engine
+        self.oracle = OraclePolicy(rng_seed=seed)
+
+    async def act(self, env: MemoryEnv):
+        gen = await self.engine.generate([], SamplingParams())
+        out = await self.oracle.act(env)
+        out.response_ids, out.logprobs = gen.token_ids, gen.logprobs
+        return out
+
+
+async def run_async(cfg: Config, requests: list[EpisodeRequest], engine, factory, tokenizer) -> int:
+    runner = EnvRunner(cfg, factory, engines=[engine], tokenizer=tokenizer)
+    trajs = await asyncio.gather(*(runner.run_episode(r) for r in requests))
+    return sum(t.num_turns for t in trajs)
+
+
+async def run_lockstep(cfg: Config, requests: list[EpisodeRequest], engine, factory, tokenizer) -> int:
+    from atommem.rollout.engine_pool import EngineGroup
+
+    base = make_embedder(cfg.embedder)
+    embedder = BatchingEmbedder(base)
+    group = EngineGroup([engine])
+    n_envs = cfg.rollout.envs_per_worker
+    steps = 0
+    for start in range(0, len(requests), n_envs):
+        wave = requests[start : start + n_envs]
+        envs, policies = [], []
+        for req in wave:
+            env = MemoryEnv(cfg.env, cfg.memory, base, tokenizer=tokenizer)
+            env.reset(seed=req.seed, options={"sample": req.sample})
+            envs.append(env)
+            policies.append(factory(req, group.acquire(req.episode_id), tokenizer))
+        while True:
+            live = [i for i, env in enumerate(envs) if not env.done]
+            if not live:
+                break
+            outs = await asyncio.gather(*(policies[i].act(envs[i]) for i in live))  # one batch, wait for all
+            await asyncio.gather(*(envs[i].astep(o.text, complete=o.complete, embedder=embedder) for i, o in zip(live, outs)))
+            steps += len(live)
+        for req in wave:
+            group.release(req.episode_id)
+    return steps
+
+
+def measure(mode: str, cfg: Config, requests, engine, factory, tokenizer, slots: int) -> dict:
+    engine.clock.reset()
+    run = run_async if mode == "async" else run_lockstep
+    t0 = time.perf_counter()
+    steps = asyncio.run(run(cfg, requests, engine, factory, tokenizer))
+    wall = time.perf_counter() - t0
+    clock = engine.clock
+    clock._tick()
+    return {
+        "env_steps": steps,
+        "wall_s": round(wall, 3),
+        "env_steps_per_s": round(steps / wall, 2),
+        "generated_tokens_per_s": round(clock.tokens / wall, 1),
+        "engine_idle_fraction": round(1.0 - clock.busy_s / wall, 3),
+        "engine_mean_batch": round(clock.occupancy_integral / max(clock.busy_s, 1e-9), 2),
+        "engine_slot_utilisation": round(clock.occupancy_integral / (slots * wall), 3),  # of batch capacity x time
+    }
+
+
+def compare(cfg: Config, requests, make_engine, factory, tokenizer, slots: int) -> dict:
+    result = {}
+    measure("async", cfg, requests[:2], make_engine(), factory, tokenizer, slots)  # warm-up: lazy imports, first allocations
+    for mode in ("async", "lockstep"):
+        result[mode] = measure(mode, cfg, requests, make_engine(), factory, tokenizer, slots)
+    result["ratio_env_steps_per_s"] = round(result["async"]["env_steps_per_s"] / result["lockstep"]["env_steps_per_s"], 2)
+    return result
+
+
+def bench_sim(args, cfg: Config, requests) -> dict:
+    def make_engine():
+        return SimulatedEngine(args.slots, args.step_ms / 1000, args.median_tokens, args.sigma, args.max_tokens, args.seed)
+
+    out = compare(cfg, requests, make_engine, lambda req, engine, tok: PacedOracle(engine, req.seed), None, args.slots)
+    out["engine"] = {"slots": args.slots, "step_ms": args.step_ms, "median_tokens": args.median_tokens, "sigma": args.sigma}
+    return out
+
+
+def bench_hf(args, cfg: Config, samples) -> dict:
+    from atommem.engines.actor import make_engine
+    from atommem.models.tiny import ensure_model, load_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.model.path = str(Path(tmp) / "tiny")
+        model_path = ensure_model(cfg.model, cfg.data.synth)
+        tokenizer = load_tokenizer(model_path)
+        cfg.engine.max_batch_size = args.slots
+        cfg.sampling.max_tokens = args.hf_max_tokens
+        requests = make_requests(samples[: args.hf_episodes], 1)
+        factory = builtin_policy_factory("model", cfg, tokenizer)
+        out = compare(cfg, requests, lambda: TimedEngine(make_engine(cfg.engine, model_path)), factory, tokenizer, args.slots)
+    out["engine"] = {"max_batch_size": args.slots, "max_tokens": args.hf_max_tokens, "model": "fresh tiny (random weights)"}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", choices=["sim", "hf", "both"], default="both")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "tiny_cpu.yaml"))
+    ap.add_argument("--envs", type=int, default=32, help="concurrent envs (both modes)")
+    ap.add_argument("--slots", type=int, default=32, help="engine batch capacity (both modes)")
+    ap.add_argument("--episodes", type=int, default=128)
+    ap.add_argument("--step-ms", type=float, default=2.0, help="sim: one decoding step")
+    ap.add_argument("--median-tokens", type=float, default=24.0, help="sim: median response length")
+    ap.add_argument("--sigma", type=float, default=0.9, help="sim: lognormal sigma of response lengths")
+    ap.add_argument("--max-tokens", type=int, default=256, help="sim: response length cap")
+    ap.add_argument("--hf-episodes", type=int, default=32)
+    ap.add_argument("--hf-max-tokens", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.config)
+    cfg.rollout.envs_per_worker = args.envs
+    samples = generate_synthetic(cfg.data.synth, n=args.episodes, seed=args.seed)
+    report: dict = {"envs": args.envs, "episodes": args.episodes}
+    if args.engine in ("sim", "both"):
+        report["sim"] = bench_sim(args, cfg, make_requests(samples, 1, seed=args.seed))
+    if args.engine in ("hf", "both"):
+        report["hf"] = bench_hf(args, cfg, samples)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
