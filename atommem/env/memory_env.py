@@ -36,7 +36,10 @@ from atommem.env.reward import episode_reward
 from atommem.memory.store import MemoryEntry, MemoryStore
 
 _WRITES = (Create, Update, Delete, Scratchpad)
-_MAX_TEXT = 1 << 26  # gymnasium Text spaces need a bound; far above any prompt or response
+# gymnasium Text spaces need bounds (sample() draws lengths up to them): far above a prompt, and
+# above a 4096-token response; nothing enforces them.
+_MAX_OBS_CHARS = 1 << 22
+_MAX_ACTION_CHARS = 1 << 16
 _CHARSET = frozenset(string.printable)  # `contains` holds for ASCII text; documents may hold more
 
 
@@ -115,8 +118,8 @@ class MemoryEnv(gym.Env):
         self._tokenizer = tokenizer
         self._default_sample = sample
         self._pool = list(samples) if samples else []
-        self.observation_space = spaces.Text(max_length=_MAX_TEXT, min_length=0, charset=_CHARSET)
-        self.action_space = spaces.Text(max_length=_MAX_TEXT, min_length=0, charset=_CHARSET)
+        self.observation_space = spaces.Text(max_length=_MAX_OBS_CHARS, min_length=0, charset=_CHARSET)
+        self.action_space = spaces.Text(max_length=_MAX_ACTION_CHARS, min_length=0, charset=_CHARSET)
         self._sample: Sample | None = None
         self._phase = "done"
 
