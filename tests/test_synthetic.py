@@ -91,3 +91,14 @@ def test_bad_configs_name_the_key():
         generate_synthetic(SynthConfig(num_entities=1, two_hop_fraction=0.5), 1)
     with pytest.raises(ConfigError, match="name_vocab"):
         generate_synthetic(SynthConfig(doc_num=500, name_vocab=20), 1)
+
+
+def test_every_word_is_space_preceded():
+    from atommem.env.chunking import render_context
+
+    for s in generate_synthetic(CFG, 5):
+        context = render_context(s.documents)
+        for word in synthetic_vocabulary(CFG):
+            if word not in ("notes",):
+                assert f"\n{word} " not in context and f"\n{word}\n" not in context
+        assert all(d.text.startswith(" ") for d in s.documents)

@@ -2,7 +2,9 @@
 
 Each sample invents `num_entities` people (pronounceable made-up words), gives each a value for
 `num_attributes` attributes (and, when 2-hop questions are on, a `friend` among the others), and writes
-the facts as short lines `"{entity} {attribute} {value} ."`, `facts_per_chunk` per document.
+the facts as short lines `"{entity} {attribute} {value} ."`, `facts_per_chunk` per document. Every
+word is preceded by a space, the first of a document too (`"notes 3\n zorp city lima ."`), so a
+byte-level BPE sees the same token " zorp" in chunks, questions, memory and the oracle's actions.
 Questions are `"{attribute} of {entity} ?"` or, 2-hop, `"{attribute} of friend of {entity} ?"`; the
 answer is one value word. Facts nobody asks about (other people, unasked attributes) are the
 distractors. `doc_num` above what the facts need pads with documents about extra people, so any context
@@ -146,7 +148,7 @@ def _one_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_i
     documents = [
         Document(
             f"notes {k}",
-            " ".join(f"{e} {a} {v} ." for e, a, v in lines[k * cfg.facts_per_chunk : (k + 1) * cfg.facts_per_chunk]),
+            "".join(f" {e} {a} {v} ." for e, a, v in lines[k * cfg.facts_per_chunk : (k + 1) * cfg.facts_per_chunk]),
         )
         for k in range(doc_num)
     ]
