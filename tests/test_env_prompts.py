@@ -64,3 +64,8 @@ def test_questions_can_be_hidden_while_reading():
     for style in ("full", "compact"):
         u = render_messages(obs(), style, show_questions=False)[1]["content"]
         assert "city of zorp ?" not in u
+
+
+def test_compact_empty_fields_have_no_trailing_space():
+    u = render_messages(obs(query="", retrieved=[], retrieved_text=""), "compact")[1]["content"]
+    assert "query:\nmemory:\nnotes:\nerrors:\nchunk: Document 1:" in u

@@ -67,18 +67,22 @@ def _full_user(obs: "Observation", show_questions: bool) -> str:
     return "\n\n".join(parts)
 
 
+def _line(label: str, value: str) -> str:
+    return f"{label}: {value}" if value else f"{label}:"
+
+
 def _compact_user(obs: "Observation", show_questions: bool) -> str:
     lines: list[str] = []
     if show_questions and obs.phase == "read":
-        lines.append("questions: " + " | ".join(obs.questions))
-    lines.append(f"query: {obs.query}")
-    lines.append("memory: " + " | ".join(obs.retrieved_text.splitlines()))
-    lines.append(f"notes: {obs.scratchpad}")
-    lines.append("errors: " + " | ".join(obs.errors))
+        lines.append(_line("questions", " | ".join(obs.questions)))
+    lines.append(_line("query", obs.query))
+    lines.append(_line("memory", " | ".join(obs.retrieved_text.splitlines())))
+    lines.append(_line("notes", obs.scratchpad))
+    lines.append(_line("errors", " | ".join(obs.errors)))
     if obs.phase == "read":
-        lines.append(f"chunk: {obs.chunk_text}")
+        lines.append(_line("chunk", obs.chunk_text))
     elif obs.phase == "answer":
-        lines.append(f"question: {obs.questions[obs.question_index]}")
+        lines.append(_line("question", obs.questions[obs.question_index]))
     return "\n".join(lines)
 
 
