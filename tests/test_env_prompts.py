@@ -69,3 +69,10 @@ def test_questions_can_be_hidden_while_reading():
 def test_compact_empty_fields_have_no_trailing_space():
     u = render_messages(obs(query="", retrieved=[], retrieved_text=""), "compact")[1]["content"]
     assert "query:\nmemory:\nnotes:\nerrors:\nchunk: Document 1:" in u
+
+
+def test_full_prompt_states_the_format_mode():
+    lenient = render_messages(obs(), "full")[0]["content"]
+    strict = render_messages(obs(), "full", strict=True)[0]["content"]
+    assert "Text outside tags is ignored" in lenient and "voids the whole response" in strict
+    assert "{" + "outside}" not in lenient + strict

@@ -377,6 +377,7 @@ class MemoryEnv(gym.Env):
                 self._cfg.prompt_style,
                 max_read_only_turns=self._cfg.max_read_only_turns,
                 show_questions=self._cfg.show_questions_while_reading,
+                strict=self._cfg.strict_format,
             )
         return [dict(m) for m in self._messages_cache]
 

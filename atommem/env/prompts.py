@@ -22,7 +22,7 @@ Your memory has two parts:
 - a scratchpad: one short note shown in every prompt;
 - a long-term store: entries with a stable id, shown as "Memory {id}: {text}". You only see the entries that match your current query.
 
-Act by writing tags. A response may contain several tags; they are applied in order. Text outside tags is ignored (use it to think).
+Act by writing tags. A response may contain several tags; they are applied in order. {outside}
 <add_memory>text</add_memory> : create a new long-term entry (it gets a new id).
 <modify_memory>Memory 7: new text</modify_memory> : replace the text of entry 7.
 <delete_memory>Memory 7</delete_memory> : remove entry 7.
@@ -40,6 +40,8 @@ The chunk says Ada Lovelace was born in London; question 1 asks for it.
 Example answering response:
 <final_answer>\\boxed{London}</final_answer>"""
 
+OUTSIDE_LENIENT = "Text outside tags is ignored (use it to think)."
+OUTSIDE_STRICT = "Write nothing but tags separated by spaces: any other text voids the whole response."
 COMPACT_SYSTEM = "store what the questions need, then answer from memory."
 
 _NONE = "(none)"
@@ -86,19 +88,26 @@ def _compact_user(obs: "Observation", show_questions: bool) -> str:
     return "\n".join(lines)
 
 
-def system_prompt(style: PromptStyle, max_read_only_turns: int = 3) -> str:
+def system_prompt(style: PromptStyle, max_read_only_turns: int = 3, strict: bool = False) -> str:
     if style == "full":
-        return FULL_SYSTEM.replace("{max_read_only}", str(max_read_only_turns))
+        outside = OUTSIDE_STRICT if strict else OUTSIDE_LENIENT
+        return FULL_SYSTEM.replace("{max_read_only}", str(max_read_only_turns)).replace("{outside}", outside)
     if style == "compact":
         return COMPACT_SYSTEM
     raise ValueError(f"unknown prompt style {style!r} (use 'full' or 'compact')")
 
 
 def render_messages(
-    obs: "Observation", style: PromptStyle = "full", *, max_read_only_turns: int = 3, show_questions: bool = True
+    obs: "Observation",
+    style: PromptStyle = "full",
+    *,
+    max_read_only_turns: int = 3,
+    show_questions: bool = True,
+    strict: bool = False,
 ) -> list[dict]:
-    """Chat messages (system + user) for one turn; `show_questions` lists the questions while reading."""
-    system = system_prompt(style, max_read_only_turns)
+    """Chat messages (system + user) for one turn; `show_questions` lists the questions while reading,
+    `strict` tells the agent that text outside tags voids a response."""
+    system = system_prompt(style, max_read_only_turns, strict)
     user = _full_user(obs, show_questions) if style == "full" else _compact_user(obs, show_questions)
     return [
         {"role": "system", "content": system},
