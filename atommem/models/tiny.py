@@ -1,0 +1,160 @@
+"""The tiny CPU policy: a small Llama/Qwen2 plus a tokenizer trained on the task's own text.
+
+`ensure_model` builds it on first use from synthetic episodes played by the oracle through the real
+env prompts, so the prompt words, the action tags and every synthetic name/value are single tokens.
+The result is an ordinary Hugging Face directory (config, safetensors, tokenizer, chat template) that
+the HF engine, vLLM and the learner load alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from atommem.config import EnvConfig, MemoryConfig, ModelConfig, SynthConfig, TinyModelConfig
+from atommem.errors import UserError
+from atommem.models.tokenizer import train_tokenizer
+
+CORPUS_EPISODES = 48  # oracle episodes per prompt style rendered into the tokenizer corpus
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _model_config(cfg: TinyModelConfig, tokenizer):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if cfg.hidden_size % cfg.num_heads:
+        raise UserError(f"model.tiny.hidden_size {cfg.hidden_size} must be a multiple of num_heads {cfg.num_heads}")
+    if cfg.arch == "llama":
+        return LlamaConfig(**common)
+    if cfg.arch == "qwen2":
+        return Qwen2Config(**common)
+    raise UserError(f"model.tiny.arch {cfg.arch!r} is not one of llama, qwen2")
+
+
+def build_tiny_model(
+    cfg: TinyModelConfig, out_dir: str | Path, corpus_texts: Iterable[str], extra_words: list[str] = ()
+) -> Path:
+    """Train the tokenizer on `corpus_texts`, initialise the model with `cfg.seed`, save both to `out_dir`."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    out = Path(out_dir)
+    tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size, list(extra_words))
+    config = _model_config(cfg, tokenizer)
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def synthetic_corpus(synth_cfg: SynthConfig, episodes: int = CORPUS_EPISODES) -> list[str]:
+    """Texts the tiny policy will see: oracle episodes on synthetic samples, rendered by the env prompts
+    in both prompt styles (system prompt once per style, then each turn's user message and response)."""
+    from atommem.data.synthetic import generate_synthetic
+    from atommem.env.memory_env import MemoryEnv
+    from atommem.memory.embedders import HashEmbedder
+    from atommem.policies.oracle import OraclePolicy
+
+    samples = generate_synthetic(synth_cfg, n=episodes, seed=synth_cfg.seed)
+    texts: list[str] = []
+    seen_system: set[str] = set()
+    for style in ("full", "compact"):
+        env = MemoryEnv(EnvConfig(prompt_style=style, chunk_tokens=200), MemoryConfig(), HashEmbedder(dim=64))
+        for sample in samples:
+            env.reset(options={"sample": sample})
+            oracle = OraclePolicy()
+            while not env.done:
+                system, user = env.prompt_messages()
+                if system["content"] not in seen_system:
+                    seen_system.add(system["content"])
+                    texts.append(system["content"])
+                response = oracle.respond(env)
+                texts += [user["content"], response]
+                env.step(response)
+    return texts
+
+
+def ensure_model(model_cfg: ModelConfig, synth_cfg: SynthConfig) -> Path:
+    """The model directory of `model_cfg`; builds the tiny model there first when `tiny` is set and it is missing."""
+    if not model_cfg.path:
+        raise UserError("model.path is not set: give an HF model directory (or model.tiny settings plus a path to build it at)")
+    path = Path(model_cfg.path)
+    if model_cfg.tiny is not None and not (path / "config.json").is_file():
+        from atommem.data.synthetic import synthetic_vocabulary
+
+        return build_tiny_model(model_cfg.tiny, path, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg))
+    _check_model_dir(str(path))
+    return path
+
+
+def _looks_like_hub_name(name: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not name.startswith((".", "/"))
+
+
+def _check_model_dir(path: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise UserError(f"model path {p} is a directory but not a Hugging Face model (no config.json)")
+        return
+    if p.exists():
+        raise UserError(f"model path {p} is a file; it must be a Hugging Face model directory")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    if _looks_like_hub_name(path) and offline:
+        raise UserError(
+            f"model {path!r} is not a local directory and the hub is offline (HF_HUB_OFFLINE=1): "
+            "pass a local model path or download it beforehand"
+        )
+    if not _looks_like_hub_name(path):
+        raise UserError(f"model path {p} does not exist (build the tiny one with `atommem model tiny --out {p}`)")
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer saved with a model directory (or a hub name reachable from here)."""
+    from transformers import AutoTokenizer
+
+    _check_model_dir(str(path))
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except OSError as exc:
+        raise UserError(f"cannot load a tokenizer from {path}: {exc}") from None
+
+
+def load_model(path: str | Path, dtype: str = "float32"):
+    """The causal LM at `path` in `dtype`, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in _DTYPES:
+        raise UserError(f"model dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    _check_model_dir(str(path))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype])
+    except OSError as exc:
+        raise UserError(f"cannot load a model from {path}: {exc}") from None
+    return model.eval()
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

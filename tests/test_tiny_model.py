@@ -1,0 +1,85 @@
+"""Tiny model: builds from synthetic episodes, saves an HF dir, reloads; clear errors for bad paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from atommem.config import ModelConfig, SynthConfig, TinyModelConfig
+from atommem.data.synthetic import synthetic_vocabulary
+from atommem.errors import UserError
+from atommem.models.tiny import count_parameters, ensure_model, load_model, load_tokenizer
+from helpers_models import TEST_SYNTH, make_tiny_model_dir, tiny_test_config
+
+
+def expected_llama_params(hidden: int, layers: int, inter: int, vocab: int) -> int:
+    per_layer = 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden  # q,k,v,o + gate,up,down + 2 norms
+    return vocab * hidden + layers * per_layer + hidden  # tied embeddings + final norm
+
+
+def test_build_save_reload(tmp_path):
+    path = make_tiny_model_dir(tmp_path, hidden=32, layers=2)
+    assert (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
+    model = load_model(path)
+    tok = load_tokenizer(path)
+    cfg = tiny_test_config(32, 2)
+    assert model.config.vocab_size == len(tok) <= cfg.vocab_size
+    assert count_parameters(model) == expected_llama_params(32, 2, cfg.intermediate_size, len(tok))
+    assert model.config.eos_token_id == tok.eos_token_id and model.config.pad_token_id == tok.pad_token_id
+    for word in synthetic_vocabulary(TEST_SYNTH):
+        assert len(tok.encode(" " + word, add_special_tokens=False)) == 1, word
+    ids = torch.tensor([tok.encode(" zorp city lima", add_special_tokens=False)])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tok)) and torch.isfinite(logits).all()
+
+
+def test_seeded_init_is_reproducible(tmp_path):
+    a = load_model(make_tiny_model_dir(tmp_path / "a"))
+    b = load_model(make_tiny_model_dir(tmp_path / "b", hidden=32, layers=2))
+    for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and torch.equal(ta, tb)
+
+
+def test_ensure_model_builds_once_and_qwen2_works(tmp_path):
+    tiny = TinyModelConfig(arch="qwen2", hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64, vocab_size=1000)
+    cfg = ModelConfig(path=str(tmp_path / "m"), tiny=tiny)
+    path = ensure_model(cfg, SynthConfig(name_vocab=40))
+    assert json.loads((path / "config.json").read_text())["model_type"] == "qwen2"
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert ensure_model(cfg, SynthConfig(name_vocab=40)) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # not rebuilt
+    tok = load_tokenizer(path)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "pet of zorp ?"}], add_generation_prompt=True, tokenize=False)
+    assert prompt == "<|user|>pet of zorp ?<|assistant|>"
+
+
+def test_missing_paths_are_user_errors(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        load_tokenizer(tmp_path / "empty")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="offline"):
+        load_model("Qwen/Qwen3-8B")
+    with pytest.raises(UserError, match="model.path is not set"):
+        ensure_model(ModelConfig(path=None, tiny=TinyModelConfig()), SynthConfig())
+    with pytest.raises(UserError, match="does not exist"):
+        ensure_model(ModelConfig(path=str(tmp_path / "absent")), SynthConfig())
+
+
+def test_cli_prints_parameters_and_vocab(tmp_path, capsys):
+    from atommem.cli import main
+
+    out = tmp_path / "cli-model"
+    rc = main(
+        ["model", "tiny", "--out", str(out), "--set", "model.tiny.hidden_size=32", "--set", "model.tiny.num_layers=1",
+         "--set", "data.synth.name_vocab=40"]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["path"] == str(out) and report["vocab_size"] == len(load_tokenizer(out))
+    assert report["parameters"] == count_parameters(load_model(out))
