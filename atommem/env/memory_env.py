@@ -7,7 +7,8 @@ questions are posed one at a time in order; the agent may query (at most `max_re
 row) and must give final_answer within `max_answer_steps` turns, else the question stays unanswered.
 The persistent query is cleared when the answer phase starts and whenever a new question is posed, so
 each question starts from an empty retrieval. Malformed or impossible actions are no-ops, reported in
-the next prompt and counted as "error". The reward (mean exact match minus the format penalty per turn
+the next prompt and counted as "error". With `strict_format` a response with any format error (text
+outside tags, a broken tag, a cut-off generation) has no effect at all. The reward (mean exact match minus the format penalty per turn
 with an error) arrives on the terminating step only.
 
 The step logic is written once as a generator that yields its embedding requests: `step` serves them
@@ -167,7 +168,6 @@ class MemoryEnv(gym.Env):
         self._totals = _zero_counts()
         self._errors_per_turn: list[list[str]] = []
         self._error_turns = 0
-        self._reward = 0.0
         self._phase = "read"
         if not self._chunks or self._max_read_steps <= 0:
             self._start_answer_phase()
@@ -295,8 +295,7 @@ class MemoryEnv(gym.Env):
         reward = 0.0
         terminated = self._phase == "done"
         if terminated:
-            self._reward = self.result().reward
-            reward = self._reward
+            reward = self.result().reward
         return _TurnOutcome(reward, terminated, StepInfo(counts, errors, self._phase, advanced))
 
     def _advance_reading(self, wrote: bool, queried: bool) -> bool:
