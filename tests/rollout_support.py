@@ -1,0 +1,17 @@
+"""Helpers for the rollout tests: a small synthetic-task config that plays in well under a second."""
+
+from __future__ import annotations
+
+from atommem.config import Config, EnvConfig, MemoryConfig, SynthConfig
+
+
+def small_config(envs: int = 8, workers: int = 1) -> Config:
+    cfg = Config()
+    cfg.env = EnvConfig(chunk_tokens=32, chunk_overlap=4, max_chunks=8, max_answer_steps=3, strict_format=True, prompt_style="compact")
+    cfg.memory = MemoryConfig(top_k=2, render_budget_tokens=64)
+    cfg.data.synth = SynthConfig(num_entities=4, num_attributes=2, facts_per_chunk=4, name_vocab=60)
+    cfg.rollout.envs_per_worker = envs
+    cfg.rollout.num_workers = workers
+    cfg.rollout.num_cpus_per_worker = 0.25
+    cfg.rollout.max_restarts = 2
+    return cfg
