@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -46,6 +47,8 @@ def test_hash_embedder_shape_norm_and_retrieval():
     assert top1(HashEmbedder(256), "zorp city") == "zorp city lima"
     assert top1(HashEmbedder(256), "what is the age of quux ?") == "quux age 12"
     assert e.embed([]).shape == (0, 64)
+    clone = pickle.loads(pickle.dumps(e))  # Ray ships embedders to actors
+    np.testing.assert_array_equal(clone.embed(["zorp city lima"]), e.embed(["zorp city lima"]))
 
 
 def test_hash_embedder_is_deterministic_across_processes():

@@ -38,7 +38,6 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
 _WORD_RE = re.compile(r"\w+")
 
 
-@lru_cache(maxsize=1 << 17)
 def _feature_slot(feature: str, dim: int) -> tuple[int, float]:
     # blake2b, not hash(): Python's str hash is salted per process and would break determinism.
     h = int.from_bytes(hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest(), "little")
@@ -49,7 +48,8 @@ class HashEmbedder:
     """Deterministic feature hashing: lowercase words (weight 1), word bigrams (0.5), char trigrams (0.25).
 
     Shared words dominate, bigrams reward word order, trigrams give a little credit to near-miss
-    spellings. Signed buckets keep unrelated features from adding up to false similarity.
+    spellings. Signed buckets keep unrelated features from adding up to false similarity. The slots of
+    a word (the word and its trigrams) are cached per word, and a whole batch is summed in one bincount.
     """
 
     WORD, BIGRAM, TRIGRAM = 1.0, 0.5, 0.25
@@ -58,23 +58,54 @@ class HashEmbedder:
         if dim <= 0:
             raise ConfigError(f"embedder.dim must be positive, got {dim}")
         self.dim = dim
+        self._word_slots = lru_cache(maxsize=1 << 16)(self._word_features)
+        self._bigram_slot = lru_cache(maxsize=1 << 16)(self._bigram_feature)
 
-    def _features(self, text: str) -> list[tuple[str, float]]:
-        words = _WORD_RE.findall(text.lower())
-        feats = [("w:" + w, self.WORD) for w in words]
-        feats += [(f"b:{a} {b}", self.BIGRAM) for a, b in zip(words, words[1:])]
-        for w in words:
-            padded = f"#{w}#"
-            feats += [("c:" + padded[i : i + 3], self.TRIGRAM) for i in range(len(padded) - 2)]
-        return feats
+    def __getstate__(self) -> dict:  # caches hold bound methods; rebuild them instead of pickling
+        return {"dim": self.dim}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["dim"])
+
+    def _word_features(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        padded = f"#{word}#"
+        feats = [("w:" + word, self.WORD)] + [("c:" + padded[i : i + 3], self.TRIGRAM) for i in range(len(padded) - 2)]
+        slots, values = zip(*((slot, sign * w) for f, w in feats for slot, sign in [_feature_slot(f, self.dim)]))
+        return np.asarray(slots, np.int64), np.asarray(values, np.float64)
+
+    def _bigram_feature(self, a: str, b: str) -> tuple[int, float]:
+        slot, sign = _feature_slot(f"b:{a} {b}", self.dim)
+        return slot, sign * self.BIGRAM
 
     def embed(self, texts: list[str], *, query: bool = False) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        n, dim = len(texts), self.dim
+        slot_parts: list[np.ndarray] = []
+        value_parts: list[np.ndarray] = []
+        counts = np.zeros(n, np.int64)  # features per text, to recover each slot's row
+        bigram_flat: list[int] = []
+        bigram_values: list[float] = []
         for row, text in enumerate(texts):
-            for feat, weight in self._features(text):
-                slot, sign = _feature_slot(feat, self.dim)
-                out[row, slot] += sign * weight
-        return _l2_normalise(out)
+            words = _WORD_RE.findall(text.lower())
+            count = 0
+            for w in words:
+                slots, values = self._word_slots(w)
+                slot_parts.append(slots)
+                value_parts.append(values)
+                count += len(slots)
+            counts[row] = count
+            for a, b in zip(words, words[1:]):
+                slot, value = self._bigram_slot(a, b)
+                bigram_flat.append(row * dim + slot)
+                bigram_values.append(value)
+        flat = np.zeros(0, np.int64)
+        values = np.zeros(0, np.float64)
+        if slot_parts:
+            flat = np.repeat(np.arange(n, dtype=np.int64) * dim, counts) + np.concatenate(slot_parts)
+            values = np.concatenate(value_parts)
+        flat = np.concatenate([flat, np.asarray(bigram_flat, np.int64)])
+        values = np.concatenate([values, np.asarray(bigram_values, np.float64)])
+        out = np.bincount(flat, weights=values, minlength=n * dim)
+        return _l2_normalise(out.reshape(n, dim))
 
 
 def default_minilm_path() -> Path:
