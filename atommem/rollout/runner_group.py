@@ -98,6 +98,12 @@ class EnvRunnerGroup:
     def handle(self, index: int) -> Any:
         return self._runners[index].handle
 
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until every runner has started (its __init__ ran)."""
+        import ray
+
+        ray.get([r.handle.ping.remote() for r in self._runners.values()], timeout=timeout_s)
+
     def add_runner(self) -> int:
         import ray
 

@@ -1,0 +1,69 @@
+"""`atommem rollout`: play N samples x n rollouts on Ray, print a summary, write trajectories to Parquet.
+
+    atommem rollout --config configs/tiny_cpu.yaml [--set k=v ...] [--policy oracle|model]
+                    [--num-samples N] [--group-size n] [--data PATH] [--out DIR]
+
+Samples come from `--data` or `data.train` (synthesised first when that path is missing, like every
+stage). The model (`model.path`, built when `model.tiny` is set and it is missing) supplies the
+tokenizer for chunking and token ids, and the engines for `--policy model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from atommem.config import load_config
+from atommem.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="atommem rollout", description="play episodes on Ray and write trajectories")
+    ap.add_argument("--config", help="YAML config (see configs/)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    ap.add_argument("--policy", choices=["model", "oracle"], help="who acts (default rollout.policy)")
+    ap.add_argument("--num-samples", type=int, help="samples to play (default rollout.num_samples)")
+    ap.add_argument("--group-size", type=int, help="rollouts per sample (default grpo.group_size)")
+    ap.add_argument("--data", help="Parquet dir of samples (default data.train)")
+    ap.add_argument("--out", help="trajectory dir (default rollout.out or <run_dir>/trajectories)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    policy = args.policy or cfg.rollout.policy
+    num_samples = args.num_samples if args.num_samples is not None else cfg.rollout.num_samples
+    group_size = args.group_size if args.group_size is not None else cfg.grpo.group_size
+    if num_samples < 1 or group_size < 1:
+        raise UserError(f"--num-samples and --group-size must be >= 1 (got {num_samples}, {group_size})")
+
+    from atommem.data.schema import read_samples
+
+    if args.data:
+        samples = read_samples(args.data, limit=num_samples)
+    else:
+        from atommem.data.prepare import prepare
+
+        samples = read_samples(prepare(cfg)["train"], limit=num_samples)
+
+    model_path = None
+    if cfg.model.path:
+        from atommem.models.tiny import ensure_model
+
+        model_path = str(ensure_model(cfg.model, cfg.data.synth))
+    elif policy == "model":
+        raise UserError("--policy model needs model.path (an HF directory, or model.tiny settings to build one)")
+
+    from atommem.rollout.parquet import write_trajectories
+    from atommem.rollout.play import play
+
+    results, stats = play(cfg, samples, group_size, policy, model_path, progress=not args.no_progress)
+    out = Path(args.out or cfg.rollout.out or Path(cfg.trainer.run_dir) / "trajectories")
+    write_trajectories([ref for ref, _ in results], out)
+    (out / "summary.json").write_text(json.dumps(stats.to_dict(), indent=2))
+    print(stats.format())
+    print(f"wrote {len(results)} trajectories to {out}")
+    return 0
