@@ -1,0 +1,103 @@
+"""Every shipped config loads; bad keys and types are errors naming the key; the Qwen3-8B configs carry the paper's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atommem.config import Config, ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+GPUS_PER_NODE = 8  # the paper's 1x8 GPU node
+
+
+def test_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"qwen3_8b_sft.yaml", "qwen3_8b_grpo.yaml"} <= names, names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    # Every top-level section in the file is a real section (load_config would have raised otherwise).
+    assert set(yaml.safe_load(path.read_text())) <= set(Config.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_accepts_dotted_overrides(path):
+    cfg = load_config(path, ["grpo.lr=3e-6", "rollout.max_workers=5", "trainer.run_dir=/tmp/x"])
+    assert cfg.grpo.lr == pytest.approx(3e-6)
+    assert cfg.rollout.max_workers == 5
+    assert cfg.trainer.run_dir == "/tmp/x"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("grpo.learning_rate=1e-6", "grpo.learning_rate"),
+        ("rollout.min_workers=two", "rollout.min_workers"),
+        ("engine.kind=tensorrt", "engine.kind"),
+        ("sampling.top_p=[1]", "sampling.top_p"),
+        ("nosuchsection.x=1", "nosuchsection"),
+    ],
+)
+def test_bad_override_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(CONFIGS[0], [override])
+
+
+def test_bad_key_and_type_in_a_file_name_the_key(tmp_path):
+    bad_key = tmp_path / "bad_key.yaml"
+    bad_key.write_text("rollout:\n  num_workers: 2\n  autoscale: true\n")
+    with pytest.raises(ConfigError, match=r"rollout\.autoscale"):
+        load_config(bad_key)
+    bad_type = tmp_path / "bad_type.yaml"
+    bad_type.write_text("learner:\n  num_gpus: lots\n")
+    with pytest.raises(ConfigError, match=r"learner\.num_gpus"):
+        load_config(bad_type)
+
+
+def _gpus(cfg: Config) -> float:
+    engines = cfg.engine.num_engines * cfg.engine.num_gpus * cfg.engine.tensor_parallel_size
+    learners = cfg.learner.num_learners * cfg.learner.num_gpus
+    return max(engines, learners) if cfg.cluster.placement == "colocated" else engines + learners
+
+
+@pytest.mark.parametrize("name", ["qwen3_8b_sft.yaml", "qwen3_8b_grpo.yaml"])
+def test_qwen3_configs_carry_the_paper_settings(name):
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.model.dtype == "bfloat16"
+    assert (cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_tokens) == (1.0, 0.99, 4096)
+    assert (cfg.env.max_chunks, cfg.env.chunk_tokens, cfg.env.chunk_overlap) == (40, 4000, 100)
+    assert cfg.data.synth.doc_num == 200
+    assert cfg.memory.top_k == 6
+    assert cfg.embedder.kind == "openai" and "Qwen3-Embedding" in cfg.embedder.model
+    assert cfg.embedder.base_url and cfg.embedder.query_instruction.strip()
+    assert (cfg.learner.backend, cfg.learner.zero_stage) == ("deepspeed", 3)
+    assert cfg.learner.num_gpus >= 1
+    assert _gpus(cfg) <= GPUS_PER_NODE
+    assert cfg.rollout.worker_resource  # rollout workers land on the autoscaled CPU nodes
+    assert cfg.rollout.min_workers <= cfg.rollout.num_workers <= cfg.rollout.max_workers
+
+
+def test_qwen3_grpo_config_is_the_paper_recipe():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "qwen3_8b_grpo.yaml")
+    g = cfg.grpo
+    assert (g.group_size, g.batch_groups) == (8, 8)
+    assert g.lr == pytest.approx(1e-6)
+    assert (g.clip_low, g.clip_high, g.dual_clip, g.kl_coef) == (0.2, 0.28, 3.0, 0.001)
+    assert g.std_normalize is False
+    assert cfg.engine.kind == "vllm" and cfg.engine.num_gpus >= 1
+    assert _gpus(cfg) == GPUS_PER_NODE  # every GPU of the node is used
+    # One step's episodes fit in the pool at its starting size.
+    assert g.group_size * g.batch_groups <= cfg.rollout.num_workers * cfg.rollout.envs_per_worker
+
+
+def test_qwen3_sft_config_keeps_good_teacher_episodes():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "qwen3_8b_sft.yaml")
+    assert cfg.sft.min_reward == 0.5
+    assert cfg.sft.teacher == "openai" and cfg.engine.base_url
+    assert cfg.learner.num_learners * cfg.learner.num_gpus == GPUS_PER_NODE
