@@ -1,0 +1,194 @@
+"""HFEngine: batched decoding equals one-by-one greedy, raw logprobs, stops, weight updates and sync."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import torch
+
+from atommem.engines.base import Engine, EngineError, SamplingParams
+from atommem.engines.hf import HFEngine
+from helpers_models import make_tiny_model_dir
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
+
+
+def scrambled(engine: HFEngine, seed: int, scale: float = 0.3) -> list[tuple[str, torch.Tensor]]:
+    """Random weights with a large scale: a freshly initialised tiny model repeats one token forever,
+    which would make 'same output' comparisons vacuous."""
+    g = torch.Generator().manual_seed(seed)
+    params = engine.model.named_parameters()  # tied embeddings once
+    return [(n, torch.randn(t.shape, generator=g) * scale) for n, t in params if "norm" not in n]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("hf"))
+
+
+@pytest.fixture()
+def engine(model_dir):
+    eng = HFEngine(str(model_dir), max_batch_size=8, batch_wait_ms=5.0, seed=0)
+    eng.load_weights(scrambled(eng, seed=1), version=1)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture()
+def prompts(engine):
+    tok = engine.tokenizer
+    texts = [
+        "zorp city lima .",
+        "<|system|>You are a reading agent.<|user|>pet of blix ?<|assistant|>",
+        "a",
+        "the quick brown fox jumps over the lazy dog . " * 4,
+        "<add_memory> zorp city lima </add_memory>",
+        "Memory 3: blix pet owl\nMemory 4: zorp city lima",
+    ]
+    return [tok.encode(t, add_special_tokens=False) for t in texts]
+
+
+def gather(engine, prompts, params):
+    async def run():
+        ps = params if isinstance(params, list) else [params] * len(prompts)
+        return await asyncio.gather(*(engine.generate(p, sp) for p, sp in zip(prompts, ps)))
+
+    return asyncio.run(run())
+
+
+def hf_greedy(engine, prompt, max_new):
+    ids = torch.tensor([prompt])
+    out = engine.model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
+        eos_token_id=engine.eos_token_id, pad_token_id=engine.pad_token_id,
+    )
+    return out[0, len(prompt):].tolist()
+
+
+def test_implements_engine_protocol(engine):
+    assert isinstance(engine, Engine)
+
+
+def test_batched_greedy_equals_one_by_one_generate(engine, prompts):
+    gens = gather(engine, prompts, GREEDY)
+    assert engine.stats["batches"] == 1  # all six coalesced into one batch
+    outputs = set()
+    for prompt, gen in zip(prompts, gens):
+        expected = hf_greedy(engine, prompt, GREEDY.max_tokens)
+        assert gen.token_ids == expected
+        assert len(gen.logprobs) == len(gen.token_ids)
+        outputs.add(tuple(gen.token_ids))
+    assert len(outputs) == len(prompts)  # the comparison is not vacuous: prompts decode differently
+
+
+def test_logprobs_are_raw_log_softmax_of_a_full_forward(engine, prompts):
+    params = SamplingParams(temperature=1.3, top_p=0.8, max_tokens=10, seed=7)
+    gens = gather(engine, prompts, params)
+    for prompt, gen in zip(prompts, gens):
+        ids = torch.tensor([prompt + gen.token_ids])
+        with torch.no_grad():
+            logits = engine.model(ids).logits[0, len(prompt) - 1 : -1].float()
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(gen.token_ids).unsqueeze(1)).squeeze(1)
+        assert torch.allclose(torch.tensor(gen.logprobs), expected, atol=1e-4)
+
+
+def test_seeded_sampling_is_reproducible_whatever_the_batch(engine, prompts):
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=10, seed=123)
+    alone = gather(engine, prompts[:1], params)[0]
+    mixed = gather(engine, prompts, [params] + [SamplingParams(temperature=1.0, max_tokens=5)] * (len(prompts) - 1))[0]
+    assert alone.token_ids == mixed.token_ids
+    other = gather(engine, prompts[:1], SamplingParams(temperature=1.0, top_p=0.95, max_tokens=10, seed=124))[0]
+    assert other.token_ids != alone.token_ids
+
+
+def test_stop_ids_and_eos_stop_and_are_kept(engine, prompts):
+    free = gather(engine, prompts[:1], GREEDY)[0].token_ids
+    stop_at = next(i for i in range(1, len(free)) if free[i] not in free[:i])
+    gen = gather(engine, prompts[:1], SamplingParams(temperature=0.0, max_tokens=12, stop_token_ids=[free[stop_at]]))[0]
+    assert gen.token_ids == free[: stop_at + 1] and gen.finish_reason == "stop"
+    engine.eos_token_id = free[stop_at]  # make the model "emit EOS" there: EOS stops without being asked
+    gen = gather(engine, prompts[:1], GREEDY)[0]
+    assert gen.token_ids == free[: stop_at + 1] and gen.finish_reason == "stop"
+
+
+def test_per_request_max_tokens_and_length_finish(engine, prompts):
+    caps = [1, 3, 12, 5, 7, 2]
+    gens = gather(engine, prompts, [SamplingParams(temperature=0.0, max_tokens=c) for c in caps])
+    for prompt, cap, gen in zip(prompts, caps, gens):
+        assert len(gen.token_ids) == cap and gen.finish_reason == "length"
+        assert gen.token_ids == hf_greedy(engine, prompt, cap)  # rows leaving the batch do not disturb others
+
+
+def test_update_weights_changes_outputs_and_version(engine, prompts):
+    before = gather(engine, prompts[:2], GREEDY)
+    assert {g.weight_version for g in before} == {1}
+    asyncio.run(engine.update_weights(scrambled(engine, seed=2), version=5))
+    after = gather(engine, prompts[:2], GREEDY)
+    assert {g.weight_version for g in after} == {5}
+    assert [g.token_ids for g in after] != [g.token_ids for g in before]
+    assert asyncio.run(engine.health())["weight_version"] == 5
+    with pytest.raises(EngineError, match="unknown weight 'nope'"):
+        asyncio.run(engine.update_weights([("nope", torch.zeros(1))], version=6))
+    with pytest.raises(EngineError, match="shape"):
+        asyncio.run(engine.update_weights([("model.embed_tokens.weight", torch.zeros(2, 2))], version=6))
+    assert engine.weight_version == 5
+
+
+def test_twenty_concurrent_coroutines_all_complete_in_few_batches(engine, prompts):
+    async def run():
+        tasks = [
+            engine.generate(prompts[i % len(prompts)], SamplingParams(temperature=1.0, max_tokens=4 + i % 5)) for i in range(20)
+        ]
+        mid = await engine.health()
+        return await asyncio.gather(*tasks), mid
+
+    gens, _ = asyncio.run(run())
+    assert len(gens) == 20 and all(1 <= len(g.token_ids) <= 8 for g in gens)
+    health = asyncio.run(engine.health())
+    assert health["requests"] == 20 and 3 <= health["batches"] < 20  # max_batch_size 8 -> at least 3 batches
+    assert health["generated_tokens"] == sum(len(g.token_ids) for g in gens) and health["queue_depth"] == 0
+
+
+def test_invalid_requests_are_engine_errors(engine):
+    with pytest.raises(EngineError, match="non-empty"):
+        gather(engine, [[]], GREEDY)
+    with pytest.raises(EngineError, match="vocabulary"):
+        gather(engine, [[engine.vocab_size + 5]], GREEDY)
+    with pytest.raises(EngineError, match="positions"):
+        gather(engine, [[1] * engine.max_positions], GREEDY)
+    with pytest.raises(EngineError, match="max_tokens"):
+        gather(engine, [[5]], SamplingParams(max_tokens=0))
+
+
+def test_missing_model_is_an_engine_error(tmp_path):
+    with pytest.raises(EngineError, match="does not exist"):
+        HFEngine(str(tmp_path / "absent"))
+
+
+def test_receive_weights_from_a_gloo_sender(engine, prompts):
+    from atommem.learner.weight_sync import WeightSender, free_port
+
+    port = free_port()
+    new = scrambled(engine, seed=9)
+    sent = {}
+
+    def learner():
+        sender = WeightSender("127.0.0.1", port, world_size=2, backend="gloo", timeout_s=60)
+        sent["bytes"] = sender.send(new, bucket_bytes=1 << 16)
+        sender.close()
+
+    thread = threading.Thread(target=learner)
+    thread.start()
+
+    async def run():
+        await engine.init_weight_sync("127.0.0.1", port, rank=1, world_size=2, backend="gloo")
+        return await engine.receive_weights(version=11)
+
+    report = asyncio.run(run())
+    thread.join(timeout=60)
+    assert report["version"] == 11 and report["tensors"] == len(new) and sent["bytes"] > 0
+    state = engine.model.state_dict()
+    assert all(torch.equal(state[n], t) for n, t in new)
+    assert gather(engine, prompts[:1], GREEDY)[0].weight_version == 11
