@@ -40,6 +40,14 @@ def main(argv: list[str]) -> int:
     if num_samples < 1 or group_size < 1:
         raise UserError(f"--num-samples and --group-size must be >= 1 (got {num_samples}, {group_size})")
 
+    model_path = None
+    if cfg.model.path:
+        from atommem.models.tiny import ensure_model
+
+        model_path = str(ensure_model(cfg.model, cfg.data.synth))
+    elif policy == "model":
+        raise UserError("--policy model needs model.path (an HF directory, or model.tiny settings to build one)")
+
     from atommem.data.schema import read_samples
 
     if args.data:
@@ -48,14 +56,6 @@ def main(argv: list[str]) -> int:
         from atommem.data.prepare import prepare
 
         samples = read_samples(prepare(cfg)["train"], limit=num_samples)
-
-    model_path = None
-    if cfg.model.path:
-        from atommem.models.tiny import ensure_model
-
-        model_path = str(ensure_model(cfg.model, cfg.data.synth))
-    elif policy == "model":
-        raise UserError("--policy model needs model.path (an HF directory, or model.tiny settings to build one)")
 
     from atommem.rollout.parquet import write_trajectories
     from atommem.rollout.play import play
