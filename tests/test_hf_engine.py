@@ -192,3 +192,71 @@ def test_receive_weights_from_a_gloo_sender(engine, prompts):
     state = engine.model.state_dict()
     assert all(torch.equal(state[n], t) for n, t in new)
     assert gather(engine, prompts[:1], GREEDY)[0].weight_version == 11
+
+
+# ---------------------------------------------------------------------- ModelPolicy over the engine
+def make_env(tokenizer):
+    from atommem.config import EnvConfig, MemoryConfig
+    from atommem.data.synthetic import generate_synthetic
+    from atommem.env.memory_env import MemoryEnv
+    from atommem.memory.embedders import HashEmbedder
+    from helpers_models import TEST_SYNTH
+
+    sample = generate_synthetic(TEST_SYNTH, n=1, seed=3)[0]
+    env = MemoryEnv(EnvConfig(chunk_tokens=64, chunk_overlap=0, strict_format=True), MemoryConfig(), HashEmbedder(dim=32), tokenizer=tokenizer)
+    env.reset(options={"sample": sample})
+    return env
+
+
+class ScriptedEngine:
+    """Returns fixed ids; lets the test check what ModelPolicy does with an engine's answer."""
+
+    def __init__(self, token_ids, finish_reason):
+        self.token_ids, self.finish_reason, self.prompts = token_ids, finish_reason, []
+
+    async def generate(self, prompt_ids, params):
+        from atommem.engines.base import Generation
+
+        self.prompts.append((list(prompt_ids), params))
+        return Generation(list(self.token_ids), [-0.5] * len(self.token_ids), self.finish_reason, weight_version=7)
+
+
+def test_model_policy_keeps_tags_drops_eos_and_reports_ids(engine):
+    from atommem.policies.model import ModelPolicy
+
+    tok = engine.tokenizer
+    env = make_env(tok)
+    response = tok.encode("<add_memory> zorp city lima </add_memory>", add_special_tokens=False) + [tok.eos_token_id]
+    scripted = ScriptedEngine(response, "stop")
+    params = SamplingParams(temperature=1.0, max_tokens=32)
+    out = asyncio.run(ModelPolicy(scripted, tok, params).act(env))
+    assert out.text == "<add_memory> zorp city lima </add_memory>"
+    assert out.prompt_ids == env.prompt_ids(tok) == scripted.prompts[0][0]
+    assert scripted.prompts[0][1] == params
+    assert out.response_ids == response and out.logprobs == [-0.5] * len(response)
+    assert out.weight_version == 7 and out.complete
+    truncated = asyncio.run(ModelPolicy(ScriptedEngine(response[:3], "length"), tok, params).act(env))
+    assert not truncated.complete and truncated.text == tok.decode(response[:3], skip_special_tokens=False)
+
+
+def test_model_policy_plays_an_episode_with_the_hf_engine(engine):
+    from atommem.policies.model import ModelPolicy
+
+    tok = engine.tokenizer
+    env = make_env(tok)
+    params = SamplingParams(temperature=1.0, max_tokens=6, seed=0)
+
+    async def play():
+        turns = []
+        while not env.done and len(turns) < 60:
+            out = await ModelPolicy(engine, tok, params).act(env)
+            assert out.prompt_ids == env.prompt_ids(tok)
+            await env.astep(out.text, complete=out.complete)
+            turns.append(out)
+        return turns
+
+    turns = asyncio.run(play())
+    assert env.done and turns
+    for out in turns:
+        assert 1 <= len(out.response_ids) <= 6 and len(out.logprobs) == len(out.response_ids)
+        assert out.complete == (out.response_ids[-1] == tok.eos_token_id) and out.weight_version == 1

@@ -1,0 +1,121 @@
+"""Engines as local objects or as Ray actors, plus a client that makes an actor look like an `Engine`.
+
+`make_engine` picks the backend from `EngineConfig.kind`. `make_engine_actor` wraps the same engine in
+an async Ray actor (restarted up to `max_restarts` times; `generate`/`health` are retried on a restarted
+actor, weight-sync calls are not: a broadcast cannot be replayed, the learner re-syncs instead). A
+restarted engine comes back with the weights on disk, i.e. `weight_version` 0, and stamps that on
+its generations, so stale trajectories stay recognisable.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterable
+
+import torch
+
+from atommem.config import EngineConfig
+from atommem.engines.base import Engine, EngineError, Generation, SamplingParams
+
+
+def make_engine(cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32") -> Engine:
+    """The engine `cfg.kind` names, in this process."""
+    if cfg.kind == "hf":
+        from atommem.engines.hf import HFEngine
+
+        device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        return HFEngine(str(model_path), cfg.max_batch_size, cfg.batch_wait_ms, dtype=dtype, seed=seed, device=device)
+    if cfg.kind == "vllm":
+        from atommem.engines.vllm import VLLMEngine
+
+        return VLLMEngine(
+            str(model_path),
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_sleep_mode=cfg.enable_sleep_mode,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            dtype=dtype,
+            seed=seed,
+        )
+    if cfg.kind == "openai":
+        from atommem.engines.openai import OpenAIEngine
+
+        if not cfg.base_url:
+            raise EngineError("engine.kind=openai needs engine.base_url (e.g. http://host:8000/v1)")
+        return OpenAIEngine(cfg.base_url, cfg.served_model or str(model_path), cfg.api_key, cfg.request_timeout_s)
+    raise EngineError(f"unknown engine.kind {cfg.kind!r} (use hf, vllm or openai)")
+
+
+class EngineActor:
+    """Body of the Ray actor: forwards to one engine. All methods are async (an asyncio actor)."""
+
+    def __init__(self, cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32"):
+        self.engine = make_engine(cfg, model_path, seed=seed, dtype=dtype)
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        return await self.engine.generate(prompt_ids, params)
+
+    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        await self.engine.update_weights(list(named_tensors), version)
+
+    async def init_weight_sync(
+        self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
+    ) -> None:
+        await self._require("init_weight_sync")(master_addr, master_port, rank, world_size, backend)
+
+    async def receive_weights(self, version: int) -> dict:
+        return await self._require("receive_weights")(version)
+
+    async def sleep(self, level: int = 1) -> None:
+        await self._require("sleep")(level)
+
+    async def wake_up(self) -> None:
+        await self._require("wake_up")()
+
+    async def health(self) -> dict:
+        return await self.engine.health()
+
+    def _require(self, method: str):
+        fn = getattr(self.engine, method, None)
+        if fn is None:
+            raise EngineError(f"{type(self.engine).__name__} does not support {method}")
+        return fn
+
+
+@functools.cache
+def _remote_class():
+    import ray
+
+    retried = ray.method(max_task_retries=-1)  # until the actor's restarts are used up
+    body = type(
+        "EngineActor",
+        (EngineActor,),
+        {"generate": retried(EngineActor.generate), "health": retried(EngineActor.health)},
+    )
+    return ray.remote(body)
+
+
+def make_engine_actor(
+    cfg: EngineConfig, model_path: str, name: str | None = None, seed: int = 0, dtype: str = "float32"
+) -> Any:
+    """A Ray actor handle hosting `make_engine(cfg, model_path)`; resources and restarts from `cfg`."""
+    options: dict[str, Any] = dict(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=cfg.max_restarts)
+    if name is not None:
+        options["name"] = name
+    return _remote_class().options(**options).remote(cfg, str(model_path), seed, dtype)
+
+
+class EngineClient:
+    """An `Engine` backed by an engine actor handle, so policies never see Ray."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        return await self.handle.generate.remote(prompt_ids, params)
+
+    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        await self.handle.update_weights.remote(list(named_tensors), version)
+
+    async def health(self) -> dict:
+        return await self.handle.health.remote()
