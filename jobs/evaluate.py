@@ -1,0 +1,12 @@
+"""Ray job: evaluate a checkpoint and the baselines on a dataset.
+
+    python jobs/evaluate.py --config configs/X.yaml [--set key=value ...] [--checkpoint DIR] [--data DIR] [--policies a,b]
+    ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/evaluate.py --config configs/X.yaml
+"""
+
+import sys
+
+from atommem.jobs_common import main
+
+if __name__ == "__main__":
+    sys.exit(main("evaluate"))
