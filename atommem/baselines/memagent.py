@@ -1,0 +1,79 @@
+"""MemAgent-style overwrite memory: only the scratchpad, rewritten after every chunk, answers from it.
+
+`MemAgentPolicy` prompts the model (baselines/prompts.py) for the new memory each chunk and for the
+answer from the memory; the workflow wraps them in `<update_memory>` / `<final_answer>`.
+`ScriptedMemAgentPolicy` needs no model (synthetic data): its memory holds at most `keep` fact lines,
+the facts the questions need so far (a 2-hop question's second fact once its friend is known) first,
+then the most recent others;
+it answers by following the question's chain through that memory. No long-term store, no queries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from atommem.actions import Answer, Scratchpad, render_action
+from atommem.baselines import prompts
+from atommem.baselines.facts import UNKNOWN, Fact, facts_in, needed_pairs, resolve
+from atommem.baselines.generate import answer_of, check_model_args, generate, strip_tags
+from atommem.errors import UserError
+from atommem.policies.base import PolicyOutput
+
+if TYPE_CHECKING:
+    from atommem.env.memory_env import MemoryEnv
+
+
+def _answer_action(answer: str) -> str:
+    answer = answer or UNKNOWN
+    return render_action(Answer(f"\\boxed{{{answer}}}", answer))
+
+
+class MemAgentPolicy:
+    """Model-driven MemAgent workflow; one instance plays ONE episode."""
+
+    def __init__(self, engine: Any = None, tokenizer: Any = None, sampling: Any = None):
+        check_model_args("memagent", engine, tokenizer, sampling)
+        self._engine, self._tokenizer, self._sampling = engine, tokenizer, sampling
+
+    async def act(self, env: "MemoryEnv") -> PolicyOutput:
+        obs = env.observation
+        if obs.phase == "read":
+            messages = prompts.memagent_read(obs.questions, obs.scratchpad, obs.chunk_text)
+            out = await generate(self._engine, self._tokenizer, self._sampling, messages)
+            memory = strip_tags(out.text)
+            # an empty rewrite keeps the old memory: a turn with no action just advances the chunk
+            out.text = render_action(Scratchpad(memory)) if memory else ""
+        else:
+            messages = prompts.memagent_answer(obs.questions[obs.question_index], obs.scratchpad)
+            out = await generate(self._engine, self._tokenizer, self._sampling, messages)
+            out.text = _answer_action(strip_tags(answer_of(out.text)))
+        out.complete = True  # the workflow's action is well-formed whatever the model wrote
+        return out
+
+
+class ScriptedMemAgentPolicy:
+    """Scripted overwrite memory of `keep` fact lines for synthetic samples; one instance per episode."""
+
+    def __init__(self, keep: int = 4, **_model_args: Any):
+        """`_model_args` (engine, tokenizer, sampling) are accepted and unused, so the registry builds all alike."""
+        if keep < 1:
+            raise UserError(f"memagent-scripted keep must be >= 1, got {keep}")
+        self.keep = keep
+
+    def _rewrite(self, questions: list[str], memory: list[Fact], chunk: str) -> list[Fact]:
+        facts = list(dict.fromkeys(memory + facts_in(chunk)))  # old then new, deduplicated, in order
+        need = needed_pairs(questions, facts)
+        relevant = [f for f in facts if (f[0], f[1]) in need][-self.keep :]
+        room = self.keep - len(relevant)
+        others = [f for f in facts if (f[0], f[1]) not in need][-room:] if room else []
+        kept = set(relevant) | set(others)
+        return [f for f in facts if f in kept]
+
+    async def act(self, env: "MemoryEnv") -> PolicyOutput:
+        obs = env.observation
+        memory = facts_in(obs.scratchpad)
+        if obs.phase == "read":
+            kept = self._rewrite(obs.questions, memory, obs.chunk_text)
+            text = " ; ".join(" ".join(f) for f in kept)
+            return PolicyOutput(text=render_action(Scratchpad(text)) if text else "")
+        return PolicyOutput(text=_answer_action(resolve(obs.questions[obs.question_index], memory)))
