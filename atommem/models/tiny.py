@@ -104,7 +104,7 @@ def ensure_model(model_cfg: ModelConfig, synth_cfg: SynthConfig) -> Path:
         from atommem.data.synthetic import synthetic_vocabulary
 
         return build_tiny_model(model_cfg.tiny, path, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg))
-    _check_model_dir(str(path))
+    check_model_dir(str(path))
     return path
 
 
@@ -112,7 +112,8 @@ def _looks_like_hub_name(name: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not name.startswith((".", "/"))
 
 
-def _check_model_dir(path: str) -> None:
+def check_model_dir(path: str) -> None:
+    """UserError unless `path` is a local HF model directory or (online) a hub name."""
     p = Path(path)
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -134,7 +135,7 @@ def load_tokenizer(path: str | Path):
     """The tokenizer saved with a model directory (or a hub name reachable from here)."""
     from transformers import AutoTokenizer
 
-    _check_model_dir(str(path))
+    check_model_dir(str(path))
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except OSError as exc:
@@ -147,7 +148,7 @@ def load_model(path: str | Path, dtype: str = "float32"):
 
     if dtype not in _DTYPES:
         raise UserError(f"model dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    _check_model_dir(str(path))
+    check_model_dir(str(path))
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype])
     except OSError as exc:
