@@ -18,13 +18,17 @@ from atommem.config import EngineConfig
 from atommem.engines.base import Engine, EngineError, Generation, SamplingParams
 
 
-def make_engine(cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32") -> Engine:
-    """The engine `cfg.kind` names, in this process."""
+def make_engine(
+    cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32", num_threads: int | None = None
+) -> Engine:
+    """The engine `cfg.kind` names, in this process (`num_threads`: torch intra-op threads of an hf engine)."""
     if cfg.kind == "hf":
         from atommem.engines.hf import HFEngine
 
         device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        return HFEngine(str(model_path), cfg.max_batch_size, cfg.batch_wait_ms, dtype=dtype, seed=seed, device=device)
+        return HFEngine(
+            str(model_path), cfg.max_batch_size, cfg.batch_wait_ms, dtype=dtype, seed=seed, device=device, num_threads=num_threads
+        )
     if cfg.kind == "vllm":
         from atommem.engines.vllm import VLLMEngine
 
@@ -50,7 +54,8 @@ class EngineActor:
     """Body of the Ray actor: forwards to one engine. All methods are async (an asyncio actor)."""
 
     def __init__(self, cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32"):
-        self.engine = make_engine(cfg, model_path, seed=seed, dtype=dtype)
+        # the actor owns its process: match torch's threads to the CPUs Ray reserved for it
+        self.engine = make_engine(cfg, model_path, seed=seed, dtype=dtype, num_threads=max(1, int(cfg.num_cpus)))
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         return await self.engine.generate(prompt_ids, params)
