@@ -224,20 +224,20 @@ def bench_sim(args, cfg: Config, requests) -> dict:
 
 
 def bench_hf(args, cfg: Config, samples) -> dict:
-    from atommem.engines.hf import HFEngine
+    from atommem.engines.actor import make_engine
     from atommem.models.tiny import ensure_model, load_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg.model.path = str(Path(tmp) / "tiny")
         model_path = ensure_model(cfg.model, cfg.data.synth)
         tokenizer = load_tokenizer(model_path)
-        cfg.rollout.envs_per_worker = args.hf_envs
+        cfg.rollout.envs_per_worker = cfg.engine.max_batch_size = args.hf_envs
         cfg.sampling.max_tokens = args.hf_max_tokens
         requests = make_requests(samples[: args.hf_episodes], 1)
         factory = builtin_policy_factory("model", cfg, tokenizer)
 
         def make_engine():
-            return TimedEngine(HFEngine(str(model_path), args.hf_envs, cfg.engine.batch_wait_ms, cfg.model.dtype, args.seed))
+            return TimedEngine(make_engine(cfg.engine, str(model_path), seed=args.seed, dtype=cfg.model.dtype))
 
         out = compare(cfg, requests, make_engine, factory, tokenizer, args.hf_envs, args.hf_repeats)
     out["envs"] = args.hf_envs

@@ -49,3 +49,25 @@ def test_cli_model_policy_without_a_model_is_a_user_error(tmp_path, capsys):
     save_config(cfg, config)
     assert cli_main(["rollout", "--config", str(config), "--policy", "model", "--data", str(tmp_path)]) == 2
     assert "model.path" in capsys.readouterr().err
+
+
+def test_play_fresh_model_on_engine_actors(ray_local, tmp_path):
+    from atommem.rollout.play import play
+
+    cfg = small_config(envs=4, workers=1)
+    cfg.data.synth = TEST_SYNTH
+    cfg.sampling.max_tokens = 8
+    cfg.engine.num_engines = 1
+    cfg.engine.num_cpus = 0.5
+    model_dir = make_tiny_model_dir(tmp_path)
+    samples = generate_synthetic(TEST_SYNTH, n=2, seed=11)
+    results, stats = play(cfg, samples, 2, "model", str(model_dir), progress=False)
+    assert sorted(s.episode_id for _, s in results) == sorted(f"{x.id}#{g}" for x in samples for g in range(2))
+    trajs = ray_local.get([ref for ref, _ in results])  # engines and runners are gone; the driver owns these
+    turns = [turn for t in trajs for turn in t.turns]
+    assert stats.env_steps == len(turns) and stats.generated_tokens == sum(len(t.response_ids) for t in turns) > 0
+    assert all(1 <= len(t.response_ids) <= 8 and len(t.logprobs) == len(t.response_ids) for t in turns)
+    assert all(t.weight_version == 0 and t.prompt_ids for t in turns)
+    assert {t.metadata["engine"] for t in trajs} == {0}
+    # random weights: (strict) format errors on almost every turn, which the stats count per turn
+    assert stats.action_rates["error"] > 0 and 0.0 <= stats.mean_reward <= 1.0

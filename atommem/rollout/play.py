@@ -123,7 +123,10 @@ def play(
         from atommem.engines.actor import make_engine_actor
 
         init_ray(cfg.cluster)
-        engines = [make_engine_actor(cfg.engine, str(model_path)) for _ in range(cfg.engine.num_engines)]
+        engines = [
+            make_engine_actor(cfg.engine, str(model_path), seed=seed + i, dtype=cfg.model.dtype)
+            for i in range(cfg.engine.num_engines)
+        ]
         own_engines = True
     init_ray(cfg.cluster)
     requests = make_requests(samples, group_size, nonce=nonce, seed=seed)

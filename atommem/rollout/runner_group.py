@@ -210,9 +210,15 @@ class EnvRunnerGroup:
         import ray
         from ray.exceptions import RayActorError
 
+        from atommem.metrics import get_metrics
+
+        metrics = get_metrics()
         idle_since = time.monotonic()
         while self._queue or self._calls:
             self._dispatch()
+            metrics.queue_depth("rollout_pending", len(self._queue))
+            metrics.queue_depth("rollout_in_flight", len(self._calls))
+            metrics.rollout_workers(self.num_runners)
             refs = list(self._by_ref)
             if not refs:
                 raise RuntimeError(
