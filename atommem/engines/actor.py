@@ -53,12 +53,17 @@ def make_engine(
 class EngineActor:
     """Body of the Ray actor: forwards to one engine. All methods are async (an asyncio actor)."""
 
-    def __init__(self, cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32"):
+    def __init__(self, cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32", name: str = "engine"):
         # the actor owns its process: match torch's threads to the CPUs Ray reserved for it
         self.engine = make_engine(cfg, model_path, seed=seed, dtype=dtype, num_threads=max(1, int(cfg.num_cpus)))
+        self.name = name
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        return await self.engine.generate(prompt_ids, params)
+        from atommem.metrics import get_metrics
+
+        gen = await self.engine.generate(prompt_ids, params)
+        get_metrics().generated_tokens(len(gen.token_ids), engine=self.name)
+        return gen
 
     async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
         await self.engine.update_weights(list(named_tensors), version)
@@ -107,7 +112,7 @@ def make_engine_actor(
     options: dict[str, Any] = dict(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=cfg.max_restarts)
     if name is not None:
         options["name"] = name
-    return _remote_class().options(**options).remote(cfg, str(model_path), seed, dtype)
+    return _remote_class().options(**options).remote(cfg, str(model_path), seed, dtype, name or "engine")
 
 
 class EngineClient:
