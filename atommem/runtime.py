@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from atommem.config import ClusterConfig
@@ -18,6 +19,9 @@ def init_ray(cluster: ClusterConfig | None = None, **kwargs) -> None:
     # Workers must import the same atommem as the driver; a local run shares the source tree.
     env_vars = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
     if address:
+        # Under `ray job submit` the job's runtime env applies already; ray.init may not repeat its env vars.
+        job_env = _submitted_job_env_vars()
+        env_vars = {k: v for k, v in env_vars.items() if k not in job_env}
         ray.init(address=address, runtime_env={"env_vars": env_vars}, **kwargs)
         return
     system_config = {}
@@ -32,3 +36,15 @@ def init_ray(cluster: ClusterConfig | None = None, **kwargs) -> None:
         _system_config=system_config or None,
         **kwargs,
     )
+
+
+def _submitted_job_env_vars() -> dict[str, str]:
+    """Env vars set by the runtime env of the submitted job this driver runs in ({} outside a job)."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+    from ray.job_config import JobConfig
+
+    raw = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    if not raw:
+        return {}
+    runtime_env = JobConfig.from_json(json.loads(raw)).runtime_env or {}
+    return dict(runtime_env.get("env_vars") or {})
