@@ -15,3 +15,22 @@ def small_config(envs: int = 8, workers: int = 1) -> Config:
     cfg.rollout.num_cpus_per_worker = 0.25
     cfg.rollout.max_restarts = 2
     return cfg
+
+
+class FailOn:
+    """Policy factory: the oracle, except that episode `episode_id` raises on its first turn."""
+
+    def __init__(self, episode_id: str):
+        self.episode_id = episode_id
+
+    def __call__(self, request, engine, tokenizer):
+        from atommem.policies.oracle import OraclePolicy
+
+        if request.episode_id == self.episode_id:
+            return _Failing()
+        return OraclePolicy(rng_seed=request.seed)
+
+
+class _Failing:
+    async def act(self, env):
+        raise ValueError("policy exploded on purpose")

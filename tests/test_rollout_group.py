@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import rollout_support
+from ray import cloudpickle
 
 from atommem.data.synthetic import generate_synthetic
 from atommem.rollout.buffer import GroupBuffer
 from atommem.rollout.records import make_requests
 from atommem.rollout.runner_group import EnvRunnerGroup
-from rollout_support import small_config
+from rollout_support import FailOn, small_config
 
 pytestmark = pytest.mark.ray
 
@@ -82,4 +84,34 @@ def test_remove_runner_hands_back_or_drains_and_add_runner_takes_work(ray_local)
     rest = group.collect(100, timeout_s=120)
     assert new not in group.runner_indices()
     assert sorted(s.episode_id for _, s in first + rest) == sorted(r.episode_id for r in requests)
+    group.shutdown()
+
+
+def test_an_episode_that_raises_fails_loudly_and_the_rest_still_arrive(ray_local):
+    cfg = small_config(envs=4, workers=1)
+    requests = make_requests(generate_synthetic(cfg.data.synth, n=4, seed=6), 1)
+    bad = requests[1].episode_id
+    cloudpickle.register_pickle_by_value(rollout_support)  # runners cannot import the tests directory
+    group = EnvRunnerGroup(cfg, FailOn(bad))
+    assert group.idle_runners() == [0]
+    group.submit(requests)
+    assert group.idle_runners() == []
+    got = []
+    with pytest.raises(ValueError, match="exploded on purpose"):
+        for item in group.results(timeout_s=120):
+            got.append(item)
+    got += group.collect(10, timeout_s=120)
+    assert group.failed == [bad]
+    assert sorted(s.episode_id for _, s in got) == sorted(r.episode_id for r in requests if r.episode_id != bad)
+    assert group.in_flight() == 0 and group.idle_runners() == [0]
+    group.shutdown()
+
+
+def test_a_runner_that_cannot_start_is_an_error_not_a_restart_loop(ray_local, tmp_path):
+    cfg = small_config(envs=2, workers=1)
+    group = EnvRunnerGroup(cfg, "oracle", model_path=str(tmp_path / "no-such-model"))
+    group.submit(make_requests(generate_synthetic(cfg.data.synth, n=1, seed=7), 1))
+    with pytest.raises(Exception, match="does not exist"):
+        group.collect(1, timeout_s=120)
+    assert group.runners_replaced == 0
     group.shutdown()

@@ -134,7 +134,7 @@ def play(
     group = EnvRunnerGroup(
         cfg,
         policy,
-        engines if needs_engine(policy) else None,
+        engines,
         str(model_path) if model_path is not None else None,
         policy_kwargs=policy_kwargs,
         temperature=temperature,
@@ -143,7 +143,7 @@ def play(
         import ray
 
         group.wait_ready()
-        if engines and needs_engine(policy):
+        if engines:
             ray.get([handle.health.remote() for handle in engines])  # started and loaded
         start = time.perf_counter()
         group.submit(requests)

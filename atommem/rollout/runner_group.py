@@ -83,6 +83,7 @@ class EnvRunnerGroup:
         self.replayed = 0  # episodes queued again after their runner died
         self.duplicates_dropped = 0
         self.runners_replaced = 0
+        self.failed: list[str] = []  # episodes whose play raised (re-raised by results())
         for _ in range(cfg.rollout.num_workers if num_runners is None else num_runners):
             self.add_runner()
 
@@ -185,6 +186,10 @@ class EnvRunnerGroup:
     def in_flight_by_runner(self) -> dict[int, int]:
         return {i: len(r.inflight) for i, r in self._runners.items()}
 
+    def idle_runners(self) -> list[int]:
+        """Runners (not draining) with no episode in flight: candidates for scaling down."""
+        return [i for i, r in sorted(self._runners.items()) if not r.draining and not r.inflight]
+
     def _dispatch(self) -> None:
         while self._queue:
             live = [r for r in self._runners.values() if not r.draining and len(r.inflight) < self.capacity]
@@ -235,11 +240,20 @@ class EnvRunnerGroup:
                 runner = self._runners.get(call.runner)
                 try:
                     summary: TrajectorySummary = ray.get(ref)
-                except RayActorError:
+                except RayActorError as exc:
+                    if exc.actor_init_failed:  # a replacement would fail the same way (bad model path, ...)
+                        raise
                     # Ray already retried on restarts: this runner is gone for good.
                     if runner is not None:
                         self._replace_dead(runner)
                     continue
+                except Exception:
+                    # the episode itself raised (env, policy or engine error): forget it, then fail loudly
+                    del self._calls[eid]
+                    if runner is not None:
+                        runner.inflight.discard(eid)
+                    self.failed.append(eid)
+                    raise
                 del self._calls[eid]
                 if runner is not None:
                     runner.inflight.discard(eid)

@@ -61,7 +61,8 @@ def builtin_policy_factory(
 
 
 def needs_engine(policy: str | PolicyFactory) -> bool:
-    return policy != "oracle"
+    """Named policies other than the oracle drive an engine; a custom factory gets engines only if given."""
+    return isinstance(policy, str) and policy != "oracle"
 
 
 class EnvRunner:
