@@ -8,8 +8,9 @@ one library function. The same command works on a laptop and on a cluster:
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python jobs/train_grpo.py --config configs/qwen3_8b_grpo.yaml --resume
 
-`rollout` and `serve` hand their arguments to the CLI of the module that owns them (`atommem rollout`,
-`atommem serve`), which reads the same --config/--set plus its own options.
+`evaluate`, `rollout` and `serve` hand their arguments to the CLI of the module that owns them
+(`atommem eval`, `atommem rollout`, `atommem serve`), which reads the same --config/--set plus its own
+options (--checkpoint, --data, --policies, --out for evaluate) and joins Ray itself.
 """
 
 from __future__ import annotations
@@ -74,23 +75,10 @@ def _resume_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in trainer.run_dir")
 
 
-def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", help="HF model dir to evaluate (default model.path)")
-    parser.add_argument("--data", help="Parquet dir of samples (default data.test, else data.dev)")
-    parser.add_argument("--policies", help="comma-separated policies and baselines (default eval.policies)")
+def _evaluate(argv: list[str]) -> object:
+    from atommem.eval import cli
 
-
-def _evaluate(args: argparse.Namespace, cfg: Config) -> object:
-    from atommem.errors import UserError
-    from atommem.eval import harness
-
-    data = args.data or cfg.data.test or cfg.data.dev
-    if data is None:
-        raise UserError("evaluate: no dataset: pass --data DIR or set data.test / data.dev in the config")
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else list(cfg.eval.policies)
-    if not policies:
-        raise UserError("evaluate: --policies is empty; name at least one, e.g. --policies atommem,rag")
-    return harness.evaluate(cfg, args.checkpoint, data, policies)
+    return cli.main(argv)
 
 
 def _rollout(argv: list[str]) -> object:
@@ -112,10 +100,9 @@ JOBS: dict[str, Job] = {
     "train_sft": Job("supervised fine-tuning on the collected teacher trajectories", _train_sft),
     "train_grpo": Job("GRPO: rollouts on Ray, DeepSpeed learner group, weight sync to the engines",
                       _train_grpo, _resume_argument),
-    "evaluate": Job("evaluate a checkpoint and baselines on a dataset; writes JSON/Markdown reports",
-                    _evaluate, _evaluate_arguments),
 }
 CLI_JOBS: dict[str, CliJob] = {
+    "evaluate": CliJob("evaluate a checkpoint and baselines on a dataset (options of `atommem eval`)", _evaluate),
     "rollout": CliJob("play episodes on Ray and write trajectories (options of `atommem rollout`)", _rollout),
     "serve": CliJob("serve a trained agent over HTTP with Ray Serve (options of `atommem serve`)", _serve),
 }

@@ -1,6 +1,6 @@
-"""Ray job: evaluate a checkpoint and the baselines on a dataset.
+"""Ray job: evaluate a checkpoint and the baselines on a dataset (the options of `atommem eval`).
 
-    python jobs/evaluate.py --config configs/X.yaml [--set key=value ...] [--checkpoint DIR] [--data DIR] [--policies a,b]
+    python jobs/evaluate.py --config configs/X.yaml [--set key=value ...] --checkpoint DIR [--data DIR] [--policies a,b] [--out DIR]
     ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/evaluate.py --config configs/X.yaml
 """
 

@@ -47,7 +47,6 @@ def test_job_help_lists_config_and_set(name):
     text = jobs_common.job_parser(name).format_help()
     assert "--config" in text and "--set" in text
     assert ("--resume" in text) == (name == "train_grpo")
-    assert ("--checkpoint" in text and "--policies" in text) == (name == "evaluate")
 
 
 def test_job_file_help_runs():
@@ -87,15 +86,15 @@ def calls(monkeypatch):
     train.collect_sft = recorder("collect_sft", Path("/tmp/sft_data"))
     train.train_sft = recorder("train_sft", Path("/tmp/sft/model"))
     train.train_grpo = recorder("train_grpo", Path("/tmp/grpo/model"))
-    harness = types.ModuleType("atommem.eval.harness")
-    harness.evaluate = recorder("evaluate", {"atommem": {"em": 0.5}})
+    eval_cli = types.ModuleType("atommem.eval.cli")
+    eval_cli.main = recorder("evaluate", 0)
     rollout_cli = types.ModuleType("atommem.rollout.cli")
     rollout_cli.main = recorder("rollout", 0)
     import atommem
     import atommem.eval
     import atommem.rollout
 
-    for parent, name, module in [(atommem, "train", train), (atommem.eval, "harness", harness),
+    for parent, name, module in [(atommem, "train", train), (atommem.eval, "cli", eval_cli),
                                  (atommem.rollout, "cli", rollout_cli)]:
         monkeypatch.setitem(sys.modules, module.__name__, module)
         monkeypatch.setattr(parent, name, module, raising=False)
@@ -128,29 +127,19 @@ def test_sft_stages_call_the_library(calls, name):
     assert len(calls["init_ray"]) == 1
 
 
-def test_evaluate_defaults_and_explicit_arguments(calls, capsys):
-    assert jobs_common.main("evaluate", ["--config", "configs/tiny_cpu.yaml"]) == 0
-    (args, _), = calls["evaluate"]
-    cfg, checkpoint, data, policies = args
-    assert checkpoint is None and data == cfg.data.dev and policies == cfg.eval.policies
-    assert json.loads(capsys.readouterr().out) == {"atommem": {"em": 0.5}}
-
-    assert jobs_common.main("evaluate", ["--config", "configs/tiny_cpu.yaml", "--checkpoint", "ck",
-                                         "--data", "d", "--policies", "atommem, rag,truncate"]) == 0
-    assert calls["evaluate"][1][0][1:] == ("ck", "d", ["atommem", "rag", "truncate"])
+@pytest.mark.parametrize("name, extra", [("rollout", ["--policy", "oracle"]),
+                                         ("evaluate", ["--checkpoint", "ck", "--policies", "atommem,rag"])])
+def test_cli_jobs_hand_everything_to_the_owning_cli(calls, name, extra):
+    argv = ["--config", "configs/tiny_cpu.yaml", "--set", "rollout.num_samples=2", *extra]
+    assert jobs_common.main(name, argv) == 0
+    assert calls[name] == [((argv,), {})]
+    assert calls["init_ray"] == []  # the owning CLI joins Ray when it needs to
 
 
-def test_evaluate_without_a_dataset_is_a_user_error(calls, capsys):
-    rc = jobs_common.main("evaluate", ["--config", "configs/tiny_cpu.yaml", "--set", "data.dev=null"])
-    assert rc == 2
-    assert "--data" in capsys.readouterr().err
-    assert "evaluate" not in calls
-
-
-def test_rollout_hands_everything_to_its_cli(calls):
-    argv = ["--config", "configs/tiny_cpu.yaml", "--set", "rollout.num_samples=2", "--policy", "oracle"]
-    assert jobs_common.main("rollout", argv) == 0
-    assert calls["rollout"] == [((argv,), {})]
+def test_cli_job_help_is_the_owning_clis():
+    out = _run_job("evaluate", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "--checkpoint" in out.stdout and "--policies" in out.stdout and "--set" in out.stdout
 
 
 def test_prepare_data_synthesises_the_splits_without_ray(tmp_path):
