@@ -103,6 +103,13 @@ def test_launcher_exports_metrics_and_dashboard(launcher):
     assert "--metrics-export-port" in " ".join(launcher["worker_start_ray_commands"])
 
 
+def test_launcher_turns_on_token_auth_on_every_node(launcher):
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = [c for c in launcher[key] if "ray start" in c]
+        assert start and all("RAY_AUTH_MODE=token" in c for c in start), key
+    assert "~/.ray/auth_token" in launcher["file_mounts"]
+
+
 # ------------------------------------------------------------------------------------------- KubeRay
 
 
@@ -120,6 +127,7 @@ def test_raycluster_groups_and_autoscaling(raycluster, launcher):
     assert raycluster["apiVersion"] == "ray.io/v1" and raycluster["kind"] == "RayCluster"
     spec = raycluster["spec"]
     assert spec["enableInTreeAutoscaling"] is True
+    assert spec["authOptions"]["mode"] == "token"
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     rollout = [g for g in groups.values() if _start_resources(g).keys() & _worker_resources()]
