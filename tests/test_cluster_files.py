@@ -205,3 +205,34 @@ def test_dockerfile_builds_cuda_vllm_deepspeed_and_the_project(raycluster):
         for part in src.split():
             assert (ROOT / part).exists(), f"COPY source {part} missing"
     assert re.search(r'pip install -e "/home/ray/atommem\[gpu\]"', text)
+
+
+# ---------------------------------------------------------------------------------------------- Grafana
+
+
+def _exported_series() -> set[str]:
+    """Prometheus names of every series atommem.metrics defines (Ray adds `ray_`, counters `_total`)."""
+    text = (ROOT / "atommem" / "metrics.py").read_text()
+    names = set()
+    for kind, name in re.findall(r'\b(counter|gauge|histogram)\("(\w+)"', text):
+        base = f"ray_atommem_{name}"
+        names |= {f"{base}_total"} if kind == "counter" else {base} if kind == "gauge" else {
+            f"{base}_bucket", f"{base}_count", f"{base}_sum"}
+    return names
+
+
+def test_grafana_dashboard_queries_only_series_the_code_exports():
+    dash = json.loads((ROOT / "cluster" / "grafana" / "atommem_dashboard.json").read_text())
+    exported = _exported_series()
+    assert "ray_atommem_episodes_total" in exported and "ray_atommem_learner_step_seconds_bucket" in exported
+    used = set()
+    for panel in dash["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bray_atommem_\w+", target["expr"]))
+    assert used <= exported, used - exported
+    # the headline series of SPEC §7 are on the dashboard
+    for series in ("ray_atommem_episodes_total", "ray_atommem_actions_total", "ray_atommem_rollout_workers",
+                   "ray_atommem_queue_depth", "ray_atommem_staleness_max", "ray_atommem_learner_step_seconds_bucket",
+                   "ray_atommem_weight_sync_seconds_bucket", "ray_atommem_generated_tokens_total"):
+        assert series in used, series

@@ -138,6 +138,8 @@ def test_series_from_an_actor_reach_prometheus_and_move(ray_with_metrics):
         ("ray_atommem_weight_sync_bytes_total", ()): float(1 << 20),
         ("ray_atommem_episode_reward_count", (("source", "model"),)): 1.0,
         ("ray_atommem_episode_em_count", (("source", "model"),)): 1.0,
+        ("ray_atommem_questions_total", (("source", "model"),)): 2.0,
+        ("ray_atommem_questions_correct_total", (("source", "model"),)): 1.0,
         ("ray_atommem_weight_sync_seconds_count", ()): 1.0,
         ("ray_atommem_learner_step_seconds_count", ()): 1.0,
     }
@@ -156,6 +158,8 @@ def test_series_from_an_actor_reach_prometheus_and_move(ray_with_metrics):
         ("ray_atommem_env_steps_total", (("worker", "runner-7"),)): 8.0,
         ("ray_atommem_generated_tokens_total", (("engine", "engine-0"),)): 100.0,
         ("ray_atommem_episode_em_count", (("source", "model"),)): 2.0,
+        ("ray_atommem_questions_total", (("source", "model"),)): 4.0,
+        ("ray_atommem_questions_correct_total", (("source", "model"),)): 2.0,
         ("ray_atommem_queue_depth", (("queue", "buffer"),)): 6.0,
         ("ray_atommem_rollout_workers", ()): 2.0,
         ("ray_atommem_staleness_max", ()): 2.0,
