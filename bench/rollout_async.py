@@ -236,10 +236,10 @@ def bench_hf(args, cfg: Config, samples) -> dict:
         requests = make_requests(samples[: args.hf_episodes], 1)
         factory = builtin_policy_factory("model", cfg, tokenizer)
 
-        def make_engine():
+        def new_engine():
             return TimedEngine(make_engine(cfg.engine, str(model_path), seed=args.seed, dtype=cfg.model.dtype))
 
-        out = compare(cfg, requests, make_engine, factory, tokenizer, args.hf_envs, args.hf_repeats)
+        out = compare(cfg, requests, new_engine, factory, tokenizer, args.hf_envs, args.hf_repeats)
     out["envs"] = args.hf_envs
     out["engine"] = {"max_batch_size": args.hf_envs, "max_tokens": args.hf_max_tokens, "model": "fresh tiny (random weights)"}
     return out
