@@ -131,9 +131,10 @@ class Metrics:
     def rollout_workers(self, n: int) -> None:
         self._set_gauge(self._workers, n)
 
-    def staleness(self, versions: Iterable[int]) -> None:
-        """`versions`: per trajectory, how many weight versions behind the learner it was generated."""
-        lags = [int(v) for v in versions]
+    def staleness(self, versions: int | Iterable[int]) -> None:
+        """How many weight versions behind the learner trajectories were generated: one value per
+        trajectory, or a single value (e.g. the batch's largest)."""
+        lags = [int(versions)] if isinstance(versions, (int, float)) else [int(v) for v in versions]
         for lag in lags:
             self._staleness.observe(max(lag, 0))
         if lags:
@@ -176,7 +177,7 @@ class NullMetrics(Metrics):
     def rollout_workers(self, n: int) -> None:
         pass
 
-    def staleness(self, versions: Iterable[int]) -> None:
+    def staleness(self, versions: int | Iterable[int]) -> None:
         pass
 
     def learner_step(self, seconds: float, tokens: int, metrics: Mapping[str, Any] | None = None) -> None:

@@ -67,7 +67,7 @@ def test_noop_without_ray_and_does_not_import_ray():
         "r.episode_finished(N(reward=1.0, correct=[True], action_counts={'create': 1}, num_errors=0,"
         " num_turns=1, generated_tokens=3, source='x'), worker='w')\n"
         "r.env_steps(1, 'w'); r.generated_tokens(3, 'e'); r.queue_depth('q', 2); r.rollout_workers(1)\n"
-        "r.staleness([0, 1]); r.learner_step(0.1, 10, {'loss': 1.0}); r.weight_sync(0.1, 100)\n"
+        "r.staleness([0, 1]); r.staleness(2); r.learner_step(0.1, 10, {'loss': 1.0}); r.weight_sync(0.1, 100)\n"
         "assert 'ray' not in sys.modules, 'metrics imported ray'\n"
         "print('ok')\n"
     )
@@ -116,7 +116,7 @@ def test_series_from_an_actor_reach_prometheus_and_move(ray_with_metrics):
             m.generated_tokens(50, engine="engine-0")
             m.queue_depth("buffer", 3 * round_)
             m.rollout_workers(round_)
-            m.staleness([0, round_])
+            m.staleness([0, round_] if round_ == 1 else round_)  # per trajectory, or one value
             m.learner_step(0.5, 100, {"loss": 0.25 * round_, "note": "text is skipped"})
             m.weight_sync(0.2, 1 << 20)
             return type(m).__name__
