@@ -260,3 +260,50 @@ def test_model_policy_plays_an_episode_with_the_hf_engine(engine):
     for out in turns:
         assert 1 <= len(out.response_ids) <= 6 and len(out.logprobs) == len(out.response_ids)
         assert out.complete == (out.response_ids[-1] == tok.eos_token_id) and out.weight_version == 1
+
+
+# ---------------------------------------------------------------------- continuous batching
+async def until_steps(engine, steps):
+    """Wait until the running batch has decoded `steps` more tokens (requests then join mid-batch)."""
+    target = engine.stats["decode_steps"] + steps
+    while engine.stats["decode_steps"] < target:
+        await asyncio.sleep(0.001)
+
+
+def test_requests_joining_a_running_batch_decode_as_if_alone(engine, prompts):
+    engine.max_batch_size = 4  # six requests, four slots: later ones also wait for a row to retire
+    caps = [20, 9, 14, 6, 11, 16]
+    seeded = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=10, seed=5)
+
+    async def run():
+        tasks = [asyncio.ensure_future(engine.generate(prompts[0], SamplingParams(temperature=0.0, max_tokens=caps[0])))]
+        for i in range(1, len(prompts)):
+            await until_steps(engine, 2)
+            tasks.append(asyncio.ensure_future(engine.generate(prompts[i], SamplingParams(temperature=0.0, max_tokens=caps[i]))))
+        await until_steps(engine, 1)
+        tasks.append(asyncio.ensure_future(engine.generate(prompts[2], seeded)))
+        return await asyncio.gather(*tasks)
+
+    gens = asyncio.run(run())
+    assert engine.stats["joined_running"] >= 4  # admitted between decode steps, not after the batch drained
+    for prompt, cap, gen in zip(prompts, caps, gens):
+        assert gen.token_ids == hf_greedy(engine, prompt, cap)
+        assert len(gen.logprobs) == len(gen.token_ids)
+    assert gens[-1].token_ids == gather(engine, prompts[2:3], seeded)[0].token_ids  # same seed, alone
+    assert engine.generate_batch([(p, GREEDY) for p in prompts]) == gather(engine, prompts, GREEDY)
+
+
+def test_weight_update_lands_between_decode_steps(engine, prompts):
+    engine.eos_token_id = -1  # no early stop: the first request surely decodes all its tokens
+
+    async def run():
+        first = asyncio.ensure_future(engine.generate(prompts[0], SamplingParams(temperature=0.0, max_tokens=40)))
+        await until_steps(engine, 2)
+        await engine.update_weights(scrambled(engine, seed=2), version=7)
+        assert not first.done()  # the update did not wait for the running batch to finish
+        second = await engine.generate(prompts[1], GREEDY)
+        return await first, second
+
+    first, second = asyncio.run(run())
+    assert first.weight_version == 1 and len(first.token_ids) == 40  # stamped with the version at its first token
+    assert second.weight_version == 7

@@ -1,17 +1,23 @@
 """`HFEngine`: a transformers model on CPU (or one GPU) behind the async `Engine` interface.
 
-Concurrent `generate` calls from many coroutines (many envs) are coalesced into one batch: the first
-request waits `batch_wait_ms` for company, then up to `max_batch_size` prompts are left-padded and
-decoded together in a worker thread with a KV cache (attention mask + explicit position ids, so a
-padded row computes exactly what it would alone). Rows that finish are dropped from the (preallocated) cache. The
-batch is static: requests arriving meanwhile form the next batch.
+Continuous batching: one running batch of at most `max_batch_size` rows decodes one token per step
+on a single worker thread. Between two steps, requests that arrived meanwhile are admitted (their
+prompts are prefilled as their own left-padded mini-batch, then its KV cache is merged into the
+running one, both left-padded to a common length) and rows that finished are dropped at once, so a
+request never waits for another one to finish. When the engine is idle the first request waits
+`batch_wait_ms` for company. Rows of different ages share one preallocated KV cache (a
+`StaticCache`, written in place) and one write column; each row has its own attention mask over the
+cache columns and its own position ids, so every row computes what it would compute alone.
 
 Logprobs: for each sampled id, `log_softmax(raw logits)[id]` in float32 - the model's distribution
 BEFORE temperature and top-p. The learner recomputes logprobs with the same definition, so the
 ratio of the two is exactly the policy ratio PPO needs.
 
-Weight updates run on the same single worker thread as generation, so they wait for the in-flight
-batch and no batch ever sees half-loaded weights; later generations carry the new `weight_version`.
+Weight updates run on the same worker thread as the decode steps, so they wait for the step in
+flight (never for the whole batch) and no step ever sees half-loaded weights. A generation is
+stamped with the `weight_version` current at its first token (its prefill); when an update lands
+while it decodes, its later tokens (and their logprobs) come from the new weights over a KV cache
+computed by the old ones, as with vLLM's in-flight weight updates.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import inspect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -33,11 +39,44 @@ from atommem.engines.base import EngineError, Generation, SamplingParams
 class _Request:
     prompt_ids: list[int]
     params: SamplingParams
-    future: asyncio.Future
+    future: asyncio.Future | None = None  # None for direct (generate_batch) callers
+
+
+@dataclass
+class _Row:
+    """One request while it decodes: a row of the running batch and of its KV cache."""
+
+    request: _Request
+    budget: int  # tokens it may generate (max_tokens, capped by the model's positions)
+    stops: set[int]
+    generator: torch.Generator | None
+    version: int  # weight version at its first token
+    cached: int  # its tokens held in the KV cache = position id of the next token fed
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: str | None = None
+
+    def generation(self) -> Generation:
+        return Generation(self.token_ids, self.logprobs, self.finish or "length", weight_version=self.version)
+
+
+class _Batch:
+    """The running batch: rows that share one StaticCache whose next write column is `width`.
+
+    Row i holds its tokens in the last `rows[i].cached` columns before `width` (left padding before);
+    the last sampled token of each row is not yet in the cache, the next decode step feeds it."""
+
+    def __init__(self) -> None:
+        self.rows: list[_Row] = []
+        self.cache: Any = None
+        self.width = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class HFEngine:
-    """Batched incremental decoding with a Hugging Face causal LM; implements `Engine`."""
+    """Continuously batched incremental decoding with a Hugging Face causal LM; implements `Engine`."""
 
     def __init__(
         self,
@@ -79,24 +118,28 @@ class HFEngine:
         self.weight_version = 0
         self._rng = torch.Generator().manual_seed(seed)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
-        self._lock = threading.Lock()  # generation vs weight loading, also for direct (non-async) callers
+        self._lock = threading.Lock()  # decode steps vs weight loading, also for direct (non-async) callers
         self._pending: list[_Request] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._batcher: asyncio.Task | None = None
-        self._in_flight = 0
+        self._driver: asyncio.Task | None = None
+        self._batch = _Batch()
         self._receiver: Any = None
-        self.stats = {"requests": 0, "batches": 0, "generated_tokens": 0, "prompt_tokens": 0}
+        # batches = prefilled admissions (one per group of requests joining), decode_steps = one token for every row
+        # joined_running = requests admitted while other rows were decoding (continuous batching at work)
+        self.stats = {
+            "requests": 0, "batches": 0, "joined_running": 0, "decode_steps": 0, "generated_tokens": 0, "prompt_tokens": 0,
+        }
 
     # ------------------------------------------------------------------ Engine interface
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         self._validate(prompt_ids, params)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first call, or a new event loop (the old one's futures are gone)
-            self._loop, self._pending, self._batcher = loop, [], None
+            self._loop, self._pending, self._driver, self._batch = loop, [], None, _Batch()
         request = _Request(list(prompt_ids), params, loop.create_future())
         self._pending.append(request)
-        if self._batcher is None or self._batcher.done():
-            self._batcher = loop.create_task(self._batch_loop())
+        if self._driver is None or self._driver.done():
+            self._driver = loop.create_task(self._drive())
         return await request.future
 
     async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
@@ -109,7 +152,7 @@ class HFEngine:
             "model_path": self.model_path,
             "weight_version": self.weight_version,
             "queue_depth": len(self._pending),
-            "in_flight": self._in_flight,
+            "in_flight": len(self._batch),
             **self.stats,
         }
 
@@ -159,9 +202,32 @@ class HFEngine:
             return count
 
     def generate_batch(self, requests: list[tuple[list[int], SamplingParams]]) -> list[Generation]:
-        """Decode a batch of (prompt ids, params) together; the worker thread's unit of work."""
+        """Decode (prompt ids, params) pairs to completion, synchronously (no event loop), continuously batched."""
+        for prompt, params in requests:
+            self._validate(prompt, params)
+        waiting = [_Request(list(p), sp) for p, sp in requests]
+        order = {id(r): i for i, r in enumerate(waiting)}
+        results: list[Generation | None] = [None] * len(waiting)
+        batch = _Batch()
+        while waiting or batch.rows:
+            free = self.max_batch_size - len(batch)
+            admit, waiting = waiting[:free], waiting[free:]
+            for row in self.step(batch, admit):
+                results[order[id(row.request)]] = row.generation()
+        return results
+
+    def step(self, batch: _Batch, admit: list[_Request]) -> list[_Row]:
+        """One scheduling step on the worker thread: decode one token for every running row, then prefill
+        and merge `admit` (their first token); returns the rows that finished, already removed."""
         with self._lock, torch.inference_mode():
-            return self._decode(requests)
+            finished: list[_Row] = []
+            if batch.rows:
+                self._decode_step(batch)
+                finished += self._retire(batch)
+            if admit:
+                self._admit(batch, admit)
+                finished += self._retire(batch)
+            return finished
 
     # ------------------------------------------------------------------ internals
     def _validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
@@ -180,99 +246,110 @@ class HFEngine:
                 "shorten the chunks (env.chunk_tokens) or the retrieval budget"
             )
 
-    async def _batch_loop(self) -> None:
+    async def _drive(self) -> None:
+        """Feeds the worker thread one step at a time, admitting waiting requests between steps."""
         loop = asyncio.get_running_loop()
-        while self._pending:
-            if len(self._pending) < self.max_batch_size and self.batch_wait_s > 0:
-                await asyncio.sleep(self.batch_wait_s)
-            batch = [r for r in self._pending[: self.max_batch_size] if not r.future.cancelled()]
-            del self._pending[: self.max_batch_size]
-            if not batch:
-                continue
-            self._in_flight = len(batch)
+        batch = self._batch
+        while self._pending or batch.rows:
+            if not batch.rows and len(self._pending) < self.max_batch_size and self.batch_wait_s > 0:
+                await asyncio.sleep(self.batch_wait_s)  # idle engine: let a burst of requests share one prefill
+            free = self.max_batch_size - len(batch)
+            admit = [r for r in self._pending[:free] if not r.future.cancelled()]
+            del self._pending[:free]
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self.generate_batch, [(r.prompt_ids, r.params) for r in batch]
-                )
-            except Exception as exc:  # delivered to every waiting caller, none is left hanging
-                for r in batch:
-                    if not r.future.done():
-                        r.future.set_exception(exc)
+                finished = await loop.run_in_executor(self._executor, self.step, batch, admit)
+            except Exception as exc:  # delivered to every caller in the batch, none is left hanging
+                for request in admit + [row.request for row in batch.rows]:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                batch = self._batch = _Batch()
                 continue
-            finally:
-                self._in_flight = 0
-            for r, result in zip(batch, results):
-                if not r.future.done():
-                    r.future.set_result(result)
+            for row in finished:
+                if not row.request.future.done():
+                    row.request.future.set_result(row.generation())
 
-    def _decode(self, requests: list[tuple[list[int], SamplingParams]]) -> list[Generation]:
+    def _admit(self, batch: _Batch, requests: list[_Request]) -> None:
+        """Prefill `requests` as one left-padded mini-batch, sample their first tokens, merge them into `batch`."""
         from transformers import StaticCache
 
-        n = len(requests)
-        version = self.weight_version
-        lengths = [len(p) for p, _ in requests]
+        n, dev = len(requests), self.device
+        lengths = [len(r.prompt_ids) for r in requests]
         width = max(lengths)
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
-        for i, (prompt, _) in enumerate(requests):
-            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[i, width - len(prompt) :] = 1
+        for i, r in enumerate(requests):
+            ids[i, width - lengths[i] :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, width - lengths[i] :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        budgets = [
-            p.max_tokens if self.max_positions is None else min(p.max_tokens, self.max_positions - length)
-            for (_, p), length in zip(requests, lengths)
+        rows = [
+            _Row(
+                request=r,
+                budget=r.params.max_tokens if self.max_positions is None else min(r.params.max_tokens, self.max_positions - length),
+                stops=set(r.params.stop_token_ids) | {self.eos_token_id},
+                generator=torch.Generator().manual_seed(r.params.seed) if r.params.seed is not None else None,
+                version=self.weight_version,
+                cached=length,
+            )
+            for r, length in zip(requests, lengths)
         ]
-        stops = [set(p.stop_token_ids) | {self.eos_token_id} for _, p in requests]
-        generators = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for _, p in requests]
-        out_ids: list[list[int]] = [[] for _ in range(n)]
-        out_logps: list[list[float]] = [[] for _ in range(n)]
-        finish = ["length"] * n
-
-        # preallocated KV: a DynamicCache re-concatenates every layer's keys/values each step, which
-        # was ~70% of a batch-64 decode step on CPU; the static one writes in place (same outputs)
-        cache = StaticCache(config=self.model.config, max_cache_len=width + max(budgets))
-        dev = self.device
-        mask, positions = mask.to(dev), positions.to(dev)
+        # alone, the new rows' cache is sized for their whole decode; merged, it is copied into a bigger one
+        room = max(row.budget for row in rows) if not batch.rows else 0
+        cache = StaticCache(config=self.model.config, max_cache_len=width + room)
         logits = self.model(
-            input_ids=ids.to(dev), attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-            **{self._cache_kw: cache},
+            input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev), use_cache=True,
+            logits_to_keep=1, **{self._cache_kw: cache},
         ).logits[:, -1, :]
-        active = list(range(n))  # request index of each cache row
-        last_pos = positions[:, -1]
-        while True:
-            tokens, logps = self._sample(logits.float(), [requests[i][1] for i in active], [generators[i] for i in active])
-            keep: list[int] = []
-            for row, i in enumerate(active):
-                token = int(tokens[row])
-                out_ids[i].append(token)
-                out_logps[i].append(float(logps[row]))
-                if token in stops[i]:
-                    finish[i] = "stop"
-                elif len(out_ids[i]) < budgets[i]:
-                    keep.append(row)
-            if not keep:
-                break
-            if len(keep) < len(active):
-                rows = torch.tensor(keep, device=dev)
-                _keep_cache_rows(cache, rows)
-                mask, last_pos, tokens = mask[rows], last_pos[rows], tokens[rows]
-                active = [active[r] for r in keep]
-            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], dim=1)
-            last_pos = last_pos + 1
-            logits = self.model(
-                input_ids=tokens.view(-1, 1), attention_mask=mask, position_ids=last_pos.view(-1, 1), use_cache=True,
-                **{self._cache_kw: cache},
-            ).logits[:, -1, :]
-
-        generated = sum(len(o) for o in out_ids)
+        self._take_tokens(rows, logits)
+        if batch.rows:
+            _merge_caches(batch, cache, width, rows)
+            self.stats["joined_running"] += n
+        else:
+            batch.cache, batch.width = cache, width
+        batch.rows += rows
         self.stats["requests"] += n
         self.stats["batches"] += 1
-        self.stats["generated_tokens"] += generated
         self.stats["prompt_tokens"] += sum(lengths)
-        return [
-            Generation(token_ids=out_ids[i], logprobs=out_logps[i], finish_reason=finish[i], weight_version=version)
-            for i in range(n)
-        ]
+
+    def _decode_step(self, batch: _Batch) -> None:
+        """Feed every row its last sampled token (one new cache column for all) and sample the next."""
+        dev = self.device
+        cached = torch.tensor([row.cached for row in batch.rows], device=dev)
+        # row i attends to its own `cached` columns before `width` and to the column written now
+        mask = (torch.arange(batch.width + 1, device=dev) >= (batch.width - cached).unsqueeze(1)).long()
+        tokens = torch.tensor([[row.token_ids[-1]] for row in batch.rows], device=dev)
+        logits = self.model(
+            input_ids=tokens, attention_mask=mask, position_ids=cached.unsqueeze(1), use_cache=True,
+            **{self._cache_kw: batch.cache},
+        ).logits[:, -1, :]
+        batch.width += 1
+        for row in batch.rows:
+            row.cached += 1
+        self._take_tokens(batch.rows, logits)
+        self.stats["decode_steps"] += 1
+
+    def _take_tokens(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        tokens, logps = self._sample(logits.float(), [r.request.params for r in rows], [r.generator for r in rows])
+        for row, token, logp in zip(rows, tokens.tolist(), logps.tolist()):
+            row.token_ids.append(token)
+            row.logprobs.append(logp)
+            if token in row.stops:
+                row.finish = "stop"
+            elif len(row.token_ids) >= row.budget:
+                row.finish = "length"
+        self.stats["generated_tokens"] += len(rows)
+
+    def _retire(self, batch: _Batch) -> list[_Row]:
+        """Drop finished rows from the batch and its cache at once; returns them."""
+        keep = [i for i, row in enumerate(batch.rows) if row.finish is None]
+        if len(keep) == len(batch.rows):
+            return []
+        finished = [row for row in batch.rows if row.finish is not None]
+        if keep:
+            _keep_cache_rows(batch.cache, torch.tensor(keep, device=self.device))
+            batch.rows = [batch.rows[i] for i in keep]
+        else:
+            batch.rows, batch.cache, batch.width = [], None, 0
+        return finished
 
     def _sample(
         self, logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
@@ -310,3 +387,26 @@ def _keep_cache_rows(cache, rows: torch.Tensor) -> None:
         layer.keys = layer.keys.index_select(0, rows)
         layer.values = layer.values.index_select(0, rows)
         layer.batch_size = len(rows)
+
+
+def _merge_caches(batch: _Batch, new_cache, new_width: int, new_rows: list[_Row]) -> None:
+    """Append the prefilled rows of `new_cache` (tokens in its first `new_width` columns) to `batch`.
+
+    Both are left-aligned on a common write column, the narrowest that holds every row's tokens (columns
+    no running row still uses are dropped), in a fresh cache sized for every row's remaining tokens."""
+    old_rows = batch.rows
+    span = max(row.cached for row in old_rows)  # columns the running rows still use, ending at batch.width
+    width = max(span, new_width)
+    room = max(row.budget - len(row.token_ids) for row in old_rows + new_rows)
+    n_old = len(old_rows)
+    for layer, new_layer in zip(batch.cache.layers, new_cache.layers):
+        for name in ("keys", "values"):
+            old, new = getattr(layer, name), getattr(new_layer, name)
+            merged = old.new_zeros((n_old + new.shape[0], old.shape[1], width + room, old.shape[3]))
+            merged[:n_old, :, width - span : width] = old[:, :, batch.width - span : batch.width]
+            merged[n_old:, :, width - new_width : width] = new[:, :, :new_width]
+            setattr(layer, name, merged)
+        layer.batch_size = merged.shape[0]
+        layer.max_cache_len = width + room
+        layer.cumulative_length = torch.tensor(width, device=merged.device)
+    batch.width = width
