@@ -82,15 +82,18 @@ def collate(rows: Sequence[Row], pad_id: int = 0) -> MicroBatch:
     return MicroBatch(input_ids, attention_mask, response_mask, behaviour, advantages)
 
 
-def token_logprobs(model, mb: MicroBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob of every next token under `model` (float32, (B, L-1)), and its entropy when asked."""
+def token_logprobs(
+    model, mb: MicroBatch, with_entropy: bool = False, entropy_grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logprob of every next token under `model` (float32, (B, L-1)), and its entropy when asked
+    (differentiable only with `entropy_grad`, i.e. when an entropy bonus enters the loss)."""
     logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, use_cache=False).logits[:, :-1].float()
     targets = mb.input_ids[:, 1:]
     log_norm = torch.logsumexp(logits, dim=-1)
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
     entropy = None
     if with_entropy:
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             probs = torch.softmax(logits, dim=-1)
             entropy = log_norm - (probs * logits).sum(-1)
     return logprobs, entropy

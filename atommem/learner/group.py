@@ -1,0 +1,157 @@
+"""`LearnerGroup`: `num_learners` Ray actors training one policy together (RLlib's LearnerGroup role).
+
+The driver hands over (ObjectRef[Trajectory], advantage) pairs; each actor fetches its own shard, so
+token lists never pass through the driver. Weight sync streams the gathered ZeRO-3 parameters from
+learner rank 0 to every engine over a dedicated group (see learner/weight_sync.py), built once per
+set of engines and reused across syncs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from atommem.config import Config
+from atommem.learner.worker import LearnerWorker
+
+
+def _shards(items: Sequence[Any], n: int) -> list[list[Any]]:
+    return [list(items[i::n]) for i in range(n)]
+
+
+def _token_weighted(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """Merge rank metrics: counts and losses add up, rates are weighted by each rank's tokens."""
+    additive = {"loss", "tokens", "rows_produced", "rows_shipped", "rows_consumed", "trajectories", "rows", "micro_batches"}
+    total_tokens = sum(m.get("tokens", 0.0) for m in per_rank)
+    out: dict[str, float] = {}
+    for key in per_rank[0]:
+        values = [m[key] for m in per_rank]
+        if key in additive:
+            out[key] = sum(values)
+        elif key in ("step_seconds",):
+            out[key] = max(values)
+        elif key in ("grad_norm", "lr"):
+            out[key] = values[0]  # global quantities, the same on every rank
+        elif key == "ratio_max":
+            out[key] = max(values)
+        elif key == "ratio_min":
+            out[key] = min(values)
+        else:
+            out[key] = sum(v * m.get("tokens", 0.0) for v, m in zip(values, per_rank)) / total_tokens if total_tokens else 0.0
+    return out
+
+
+class LearnerGroup:
+    def __init__(self, cfg: Config, model_path: str | Path, stage: str = "grpo"):
+        """Start `cfg.learner.num_learners` actors and build the ZeRO-3 policy on them.
+
+        `stage` picks the learning rate and schedule length: "grpo" (grpo.lr, trainer.steps) or
+        "sft" (sft.lr, sft.steps).
+        """
+        import ray
+
+        from atommem.errors import UserError
+
+        lc = cfg.learner
+        if lc.num_learners < 1:
+            raise UserError(f"learner.num_learners must be >= 1, got {lc.num_learners}")
+        if not (Path(model_path) / "config.json").is_file():
+            raise UserError(f"learner model path {model_path} has no config.json; build it first (atommem model tiny --out DIR) or fix model.path")
+        self.cfg = cfg
+        env_vars = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(max(1, int(lc.num_cpus)))}
+        if lc.num_gpus == 0:
+            env_vars["DS_ACCELERATOR"] = "cpu"  # must be set before deepspeed is imported in the actor
+        actor_cls = ray.remote(LearnerWorker).options(
+            num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env={"env_vars": env_vars}
+        )
+        n = lc.num_learners
+        self.workers = [actor_cls.remote(cfg, str(model_path), rank, n, stage) for rank in range(n)]
+        addresses = ray.get([w.address.remote() for w in self.workers])
+        master_addr, master_port = addresses[0]
+        per_node = Counter(ip for ip, _ in addresses)
+        seen: Counter = Counter()
+        setups = []
+        for w, (ip, _) in zip(self.workers, addresses):
+            setups.append(w.setup.remote(master_addr, master_port, seen[ip], per_node[ip]))
+            seen[ip] += 1
+        ray.get(setups)
+        self._sync_engines: tuple | None = None
+        self.weight_version = 0
+
+    def _run(self, method: str, *per_rank_args: list) -> list:
+        import ray
+
+        return ray.get([getattr(w, method).remote(*(a[i] for a in per_rank_args)) for i, w in enumerate(self.workers)])
+
+    def update_grpo(self, batch: Sequence[tuple[Any, float]]) -> dict[str, float]:
+        """One optimizer step on (ObjectRef[Trajectory], advantage) pairs; merged metrics."""
+        start = time.perf_counter()
+        per_rank = self._run("update_grpo", _shards(list(batch), len(self.workers)))
+        merged = _token_weighted(per_rank)
+        if not merged["rows_produced"] == merged["rows_shipped"] == merged["rows_consumed"]:
+            raise RuntimeError(f"GRPO rows lost between ranks: {per_rank}")
+        merged["step_seconds"] = time.perf_counter() - start
+        return merged
+
+    def update_sft(self, batch_refs: Sequence[Any]) -> dict[str, float]:
+        """One optimizer step on ObjectRef[Trajectory]s (their turns as SFT rows)."""
+        start = time.perf_counter()
+        merged = _token_weighted(self._run("update_sft", _shards(list(batch_refs), len(self.workers))))
+        merged["step_seconds"] = time.perf_counter() - start
+        return merged
+
+    def sync_weights(self, engine_handles: Sequence[Any], version: int | None = None) -> dict[str, float]:
+        """Broadcast the current weights to every engine actor; they stamp later outputs with `version`."""
+        import ray
+
+        start = time.perf_counter()
+        self.weight_version = self.weight_version + 1 if version is None else version
+        key = tuple(h._actor_id.hex() for h in engine_handles)
+        if self._sync_engines != key:
+            backend = "nccl" if self.cfg.learner.num_gpus > 0 else "gloo"
+            ip, port = ray.get(self.workers[0].address.remote())
+            world = len(engine_handles) + 1
+            ray.get(
+                [self.workers[0].init_weight_sender.remote(ip, port, world, backend)]
+                + [h.init_weight_sync.remote(ip, port, i + 1, world, backend) for i, h in enumerate(engine_handles)]
+            )
+            self._sync_engines = key
+        sends = [w.broadcast_weights.remote() for w in self.workers]
+        receives = [h.receive_weights.remote(self.weight_version) for h in engine_handles]
+        sent = ray.get(sends)[0]
+        ray.get(receives)
+        return {"seconds": time.perf_counter() - start, "bytes": float(sent), "version": float(self.weight_version)}
+
+    def state_dict(self) -> dict:
+        """Full weights gathered to the driver (tests and small models only)."""
+        return self._run("state_dict_rank0")[0]
+
+    def param_digests(self) -> list[list[float]]:
+        """Per-rank float64 sums of every full parameter (ranks must agree; tests and debugging)."""
+        return self._run("param_digest")
+
+    def save_checkpoint(self, directory: str | Path, extra_state: dict | None = None) -> Path:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self._run("save_checkpoint", [str(directory)] * len(self.workers), [dict(extra_state or {})] * len(self.workers))
+        return Path(directory)
+
+    def load_checkpoint(self, directory: str | Path) -> dict:
+        return self._run("load_checkpoint", [str(directory)] * len(self.workers))[0]
+
+    def save_hf(self, directory: str | Path) -> Path:
+        self._run("save_hf", [str(directory)] * len(self.workers))
+        return Path(directory)
+
+    def shutdown(self) -> None:
+        import ray
+
+        if not self.workers:
+            return
+        try:
+            ray.get([w.shutdown.remote() for w in self.workers], timeout=60)
+        finally:
+            for w in self.workers:
+                ray.kill(w)
+            self.workers = []

@@ -1,0 +1,39 @@
+"""SFT rows: reward threshold, one row per turn, loss on response tokens only."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from atommem.learner.batching import collate
+from atommem.learner.sft import SFTRow, sft_loss, sft_rows
+from atommem.trajectory import Trajectory, Turn
+
+
+def traj(reward, turns):
+    return Trajectory(
+        uid="u", group_index=0, sample_id="s", source="t", reward=reward, correct=[], f1=[], answers=[],
+        turns=[Turn(prompt_ids=p, response_ids=r, logprobs=[0.0] * len(r), weight_version=0, phase="read") for p, r in turns],
+    )
+
+
+def test_rows_keep_good_trajectories_and_every_turn():
+    good = traj(1.0, [([1, 2], [3, 4]), ([5], [6]), ([7], [])])
+    borderline = traj(0.5, [([8], [9])])
+    bad = traj(0.4, [([1], [2])])
+    rows = sft_rows([good, borderline, bad], min_reward=0.5)
+    assert rows == [SFTRow([1, 2], [3, 4]), SFTRow([5], [6]), SFTRow([8], [9])]
+    assert rows[0].loss_mask() == [0, 0, 1, 1]
+
+
+def test_loss_is_response_token_mean_nll():
+    rows = [SFTRow([1, 2], [3, 4]), SFTRow([5], [6])]
+    mb = collate(rows)
+    # Targets: row 0 -> [2, 3, 4] with mask [0, 1, 1]; row 1 -> [6, pad, pad] with mask [1, 0, 0].
+    assert mb.response_mask.tolist() == [[0, 1, 1], [1, 0, 0]]
+    logp = torch.tensor([[-9.0, math.log(0.5), math.log(0.25)], [math.log(0.5), -9.0, -9.0]])
+    loss = sft_loss(logp, mb.response_mask)
+    assert loss.item() == pytest.approx(-(2 * math.log(0.5) + math.log(0.25)) / 3)
+    assert sft_loss(logp, mb.response_mask, num_tokens=6).item() == pytest.approx(loss.item() / 2)
