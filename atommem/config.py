@@ -176,7 +176,7 @@ class LearnerConfig:
 class SFTConfig:
     steps: int = 1000
     lr: float = 1e-5
-    batch_size: int = 32  # (prompt, response) rows per step
+    batch_size: int = 32  # teacher trajectories per step (each of their turns is a row)
     min_reward: float = 0.5  # keep teacher trajectories at or above this reward
     teacher: Literal["oracle", "openai"] = "oracle"  # who plays the SFT episodes
     teacher_episodes: int = 1000  # teacher episodes to collect
