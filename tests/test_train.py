@@ -1,0 +1,45 @@
+"""Training-loop pieces that need no Ray: the resumable sampler and the per-step rollout statistics."""
+
+import pytest
+
+from atommem.errors import UserError
+from atommem.rollout.records import TrajectorySummary
+from atommem.train import EpochSampler, rollout_stats
+
+
+def test_sampler_covers_each_epoch_once_and_reshuffles():
+    s = EpochSampler(10, seed=3)
+    first, second = s.take(10), s.take(10)
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert first != second  # a fresh permutation per epoch
+    assert s.epoch == 1 and s.pos == 10
+
+
+def test_sampler_resumes_exactly():
+    a = EpochSampler(7, seed=1)
+    a.take(5)
+    b = EpochSampler.from_state(a.state_dict())
+    assert [a.take(4) for _ in range(5)] == [b.take(4) for _ in range(5)]
+
+
+def test_sampler_depends_on_seed_and_rejects_empty_data():
+    assert EpochSampler(50, seed=0).take(50) != EpochSampler(50, seed=1).take(50)
+    with pytest.raises(UserError, match="empty"):
+        EpochSampler(0)
+
+
+def _summary(uid, g, reward, correct, counts, turns):
+    return TrajectorySummary(f"{uid}#{g}", uid, g, reward, turns, 7, correct, counts, counts.get("error", 0), 0, "synthetic", 40)
+
+
+def test_rollout_stats_rates_are_ops_per_turn():
+    summaries = [
+        _summary("a", 0, 1.0, [True], {"create": 2, "read": 1, "answer": 1}, 4),
+        _summary("a", 1, 0.0, [False, False], {"create": 0, "read": 2, "answer": 2, "error": 1}, 6),
+    ]
+    st = rollout_stats(summaries)
+    assert st["reward_mean"] == pytest.approx(0.5) and st["reward_std"] == pytest.approx(0.5)
+    assert st["em"] == pytest.approx(1 / 3)  # question-weighted
+    assert st["rate_create"] == pytest.approx(0.2) and st["rate_read"] == pytest.approx(0.3)
+    assert st["rate_error"] == pytest.approx(0.1)
+    assert st["turns_per_episode"] == pytest.approx(5.0) and st["generated_tokens"] == 14
