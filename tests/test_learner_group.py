@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from atommem.config import Config
-from atommem.learner.grpo import TurnRow, expand_to_rows, group_advantages, grpo_loss
+from atommem.learner.grpo import expand_to_rows, group_advantages, grpo_loss
 from atommem.learner.batching import collate, token_logprobs
 from atommem.trajectory import Trajectory, Turn
 
@@ -148,7 +148,7 @@ def test_sft_steps_lower_the_response_nll(setup):
     import ray
 
     group, model_dir, cfg, vocab = setup
-    trajs = [t for t in make_trajectories(vocab, seed=3)]
+    trajs = make_trajectories(vocab, seed=3)
     for t in trajs:
         t.reward = 1.0
     refs = [ray.put(t) for t in trajs]

@@ -44,7 +44,7 @@ def _token_weighted(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, model_path: str | Path, stage: str = "grpo"):
+    def __init__(self, cfg: Config, model_path: str | Path, stage: str = "grpo", start_timeout_s: float = 600.0):
         """Start `cfg.learner.num_learners` actors and build the ZeRO-3 policy on them.
 
         `stage` picks the learning rate and schedule length: "grpo" (grpo.lr, trainer.steps) or
@@ -57,6 +57,8 @@ class LearnerGroup:
         lc = cfg.learner
         if lc.num_learners < 1:
             raise UserError(f"learner.num_learners must be >= 1, got {lc.num_learners}")
+        if lc.backend != "deepspeed":
+            raise UserError(f"learner.backend={lc.backend!r} is not implemented; use learner.backend=deepspeed (ZeRO-3 runs on CPU too)")
         if not (Path(model_path) / "config.json").is_file():
             raise UserError(f"learner model path {model_path} has no config.json; build it first (atommem model tiny --out DIR) or fix model.path")
         self.cfg = cfg
@@ -68,7 +70,16 @@ class LearnerGroup:
         )
         n = lc.num_learners
         self.workers = [actor_cls.remote(cfg, str(model_path), rank, n, stage) for rank in range(n)]
-        addresses = ray.get([w.address.remote() for w in self.workers])
+        try:
+            addresses = ray.get([w.address.remote() for w in self.workers], timeout=start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            for w in self.workers:
+                ray.kill(w)
+            raise UserError(
+                f"{n} learner actors (num_cpus={lc.num_cpus}, num_gpus={lc.num_gpus} each) could not start within "
+                f"{start_timeout_s:.0f} s; the cluster has {ray.cluster_resources()}. Lower learner.num_learners / "
+                "learner.num_gpus (0 on CPU) or add nodes."
+            ) from None
         master_addr, master_port = addresses[0]
         per_node = Counter(ip for ip, _ in addresses)
         seen: Counter = Counter()
@@ -109,19 +120,23 @@ class LearnerGroup:
         start = time.perf_counter()
         self.weight_version = self.weight_version + 1 if version is None else version
         key = tuple(h._actor_id.hex() for h in engine_handles)
-        if self._sync_engines != key:
-            backend = "nccl" if self.cfg.learner.num_gpus > 0 else "gloo"
-            ip, port = ray.get(self.workers[0].address.remote())
-            world = len(engine_handles) + 1
-            ray.get(
-                [self.workers[0].init_weight_sender.remote(ip, port, world, backend)]
-                + [h.init_weight_sync.remote(ip, port, i + 1, world, backend) for i, h in enumerate(engine_handles)]
-            )
-            self._sync_engines = key
-        sends = [w.broadcast_weights.remote() for w in self.workers]
-        receives = [h.receive_weights.remote(self.weight_version) for h in engine_handles]
-        sent = ray.get(sends)[0]
-        ray.get(receives)
+        try:
+            if self._sync_engines != key:
+                backend = "nccl" if self.cfg.learner.num_gpus > 0 else "gloo"
+                ip, port = ray.get(self.workers[0].address.remote())
+                world = len(engine_handles) + 1
+                ray.get(
+                    [self.workers[0].init_weight_sender.remote(ip, port, world, backend)]
+                    + [h.init_weight_sync.remote(ip, port, i + 1, world, backend) for i, h in enumerate(engine_handles)]
+                )
+                self._sync_engines = key
+            sends = [w.broadcast_weights.remote() for w in self.workers]
+            receives = [h.receive_weights.remote(self.weight_version) for h in engine_handles]
+            sent = ray.get(sends)[0]
+            ray.get(receives)
+        except Exception:
+            self._sync_engines = None  # a failed broadcast leaves the group unusable: rebuild it next time
+            raise
         return {"seconds": time.perf_counter() - start, "bytes": float(sent), "version": float(self.weight_version)}
 
     def state_dict(self) -> dict:

@@ -168,18 +168,20 @@ class LearnerWorker:
         """Accumulate gradients over every micro-batch, then one optimizer step; metrics token-weighted."""
         sums: dict[str, float] = {}
         tokens = 0.0
+        rows = 0
         loss_total = 0.0
         self.engine.train()
         for i, mb in enumerate(micro_batches):
             self.engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
             mb = self._to_device(mb)
-            loss, metrics = loss_fn(mb)
+            loss, metrics = loss_fn(i, mb)
             if i >= real:
                 loss = loss * 0.0  # keeps the collectives of a padding micro-batch, adds nothing
             # DeepSpeed averages gradients over ranks; the world size turns that average back into the sum.
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
             if i < real:
                 loss_total += float(loss.detach())
+                rows += mb.num_rows
                 n = float(mb.response_mask.sum())
                 tokens += n
                 for k, v in metrics.items():
@@ -194,6 +196,7 @@ class LearnerWorker:
             grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
             lr=float(self.engine.get_lr()[0]),
             micro_batches=float(real),
+            rows_consumed=float(rows),
         )
         return out
 
@@ -209,38 +212,36 @@ class LearnerWorker:
         local_tokens = sum(mb.response_tokens for mb in micro_batches[:real])
         (total_tokens,) = self._all_reduce([local_tokens])
         g = self.cfg.grpo
-        with_entropy = True
         old_cache: dict[int, torch.Tensor] = {}
         if g.epochs_per_batch > 1:
             # Several passes over one batch: the "old" policy is the one before the first update.
             with torch.no_grad():
                 for i, mb in enumerate(micro_batches):
                     old_cache[i] = token_logprobs(self.engine, self._to_device(mb))[0]
-        consumed = 0
+        consumed = 0.0
         metrics: dict[str, float] = {}
+
+        def loss_fn(i: int, mb: MicroBatch):
+            logp, entropy = token_logprobs(self.engine, mb, with_entropy=True, entropy_grad=g.entropy_coef != 0.0)
+            # One pass per batch: the old policy IS the current one (ratio 1, gradient of the surrogate).
+            old = old_cache[i] if i in old_cache else logp.detach()
+            ref = None
+            if self.ref_engine is not None:
+                with torch.no_grad():
+                    ref = token_logprobs(self.ref_engine, mb)[0]
+            return grpo_loss(
+                logp, old, ref, mb.advantages, mb.response_mask, g,
+                behaviour_logprobs=mb.behaviour_logprobs, entropy=entropy, num_tokens=max(total_tokens, 1.0),
+            )
+
         for epoch in range(g.epochs_per_batch):
-            index = iter(range(len(micro_batches)))
-
-            def loss_fn(mb: MicroBatch):
-                i = next(index)
-                logp, entropy = token_logprobs(self.engine, mb, with_entropy=with_entropy, entropy_grad=g.entropy_coef != 0.0)
-                old = old_cache[i] if i in old_cache else logp.detach()
-                ref = None
-                if self.ref_engine is not None:
-                    with torch.no_grad():
-                        ref = token_logprobs(self.ref_engine, mb)[0]
-                return grpo_loss(
-                    logp, old, ref, mb.advantages, mb.response_mask, g,
-                    behaviour_logprobs=mb.behaviour_logprobs, entropy=entropy, num_tokens=max(total_tokens, 1.0),
-                )
-
             metrics = self._optimizer_step(micro_batches, real, loss_fn)
             if epoch == 0:
-                consumed = sum(mb.num_rows for mb in micro_batches[:real])
+                consumed = metrics["rows_consumed"]
         if not produced == len(rows) == shipped == consumed:
             raise RuntimeError(f"rank {self.rank}: rows produced {produced}, expanded {len(rows)}, shipped {shipped}, consumed {consumed}")
         metrics.update(
-            rows_produced=float(produced), rows_shipped=float(shipped), rows_consumed=float(consumed),
+            rows_produced=float(produced), rows_shipped=float(shipped), rows_consumed=consumed,
             trajectories=float(len(trajectories)), step_seconds=time.perf_counter() - start,
         )
         return metrics
@@ -250,17 +251,16 @@ class LearnerWorker:
         start = time.perf_counter()
         rows = sft_rows(self._fetch(refs), self.cfg.sft.min_reward)
         micro_batches, real = self._micro_batches(rows)
-        consumed = sum(mb.num_rows for mb in micro_batches[:real])
-        if consumed != len(rows):
-            raise RuntimeError(f"rank {self.rank}: {len(rows)} SFT rows produced but {consumed} consumed")
         (total_tokens,) = self._all_reduce([sum(mb.response_tokens for mb in micro_batches[:real])])
 
-        def loss_fn(mb: MicroBatch):
+        def loss_fn(i: int, mb: MicroBatch):
             logp, _ = token_logprobs(self.engine, mb)
             loss = sft_loss(logp, mb.response_mask, num_tokens=max(total_tokens, 1.0))
             return loss, {"nll": float(-(logp.detach() * mb.response_mask).sum() / mb.response_mask.sum().clamp(min=1))}
 
         metrics = self._optimizer_step(micro_batches, real, loss_fn)
+        if metrics["rows_consumed"] != len(rows):
+            raise RuntimeError(f"rank {self.rank}: {len(rows)} SFT rows produced but {metrics['rows_consumed']:.0f} consumed")
         metrics.update(rows=float(len(rows)), step_seconds=time.perf_counter() - start)
         return metrics
 
