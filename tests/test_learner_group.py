@@ -155,3 +155,15 @@ def test_sft_steps_lower_the_response_nll(setup):
     nlls = [group.update_sft(refs)["nll"] for _ in range(3)]
     assert all(math.isfinite(x) for x in nlls)
     assert nlls[-1] < nlls[0]
+
+
+def test_a_rank_without_rows_still_steps_with_the_others(setup):
+    import ray
+
+    group, model_dir, cfg, vocab = setup
+    one = make_trajectories(vocab, seed=4)[:1]  # 1 trajectory, 2 ranks: rank 1 gets nothing
+    m = group.update_grpo([(ray.put(one[0]), 0.5)])
+    assert m["rows_consumed"] == one[0].num_turns and m["tokens"] == one[0].generated_tokens
+    assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
+    d0, d1 = group.param_digests()
+    assert d0 == d1

@@ -25,12 +25,14 @@ def _token_weighted(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """Merge rank metrics: counts and losses add up, rates are weighted by each rank's tokens."""
     additive = {"loss", "tokens", "rows_produced", "rows_shipped", "rows_consumed", "trajectories", "rows", "micro_batches"}
     total_tokens = sum(m.get("tokens", 0.0) for m in per_rank)
+    keys = list(dict.fromkeys(k for m in per_rank for k in m))  # a rank with no rows reports no rates
     out: dict[str, float] = {}
-    for key in per_rank[0]:
-        values = [m[key] for m in per_rank]
+    for key in keys:
+        present = [m for m in per_rank if key in m]
+        values = [m[key] for m in present]
         if key in additive:
             out[key] = sum(values)
-        elif key in ("step_seconds",):
+        elif key == "step_seconds":
             out[key] = max(values)
         elif key in ("grad_norm", "lr"):
             out[key] = values[0]  # global quantities, the same on every rank
@@ -39,7 +41,7 @@ def _token_weighted(per_rank: list[dict[str, float]]) -> dict[str, float]:
         elif key == "ratio_min":
             out[key] = min(values)
         else:
-            out[key] = sum(v * m.get("tokens", 0.0) for v, m in zip(values, per_rank)) / total_tokens if total_tokens else 0.0
+            out[key] = sum(m[key] * m.get("tokens", 0.0) for m in present) / total_tokens if total_tokens else 0.0
     return out
 
 

@@ -6,8 +6,18 @@ What runs where (checked on this CPU-only machine with deepspeed 0.19.8, torch 2
 - CPU: `DS_ACCELERATOR=cpu` must be in the environment before deepspeed is imported (the group sets
   it in the actor's runtime env), `deepspeed.init_distributed("gloo")`, ZeRO stage 3, fp32, and
   DeepSpeed's AdamW with `torch_adam: true` (its fused CPU Adam op is not needed). Two ranks train
-  with ZeRO-3 on gloo. The first run JIT-builds DeepSpeed's small `deepspeed_shm_comm` op with gcc
-  (about a minute, cached under ~/.cache/torch_extensions afterwards).
+  with ZeRO-3 on gloo: parameters identical on both ranks after a step, the gradient equal to a
+  single-process full-batch gradient (tests/test_learner_group.py). A step of the 32x2 test model
+  (16 rows, 3 micro-batches per rank) takes about 1 s on a loaded 2-core machine.
+- The first `init_distributed` on a machine JIT-builds DeepSpeed's `deepspeed_shm_comm` op with gcc
+  (75-120 s here; cached under ~/.cache/torch_extensions afterwards). A process killed DURING that
+  build leaves `~/.cache/torch_extensions/<py>_cpu/deepspeed_shm_comm/lock` behind and every later
+  start waits on it forever: delete that file.
+- Model construction: every rank loads the full HF model on CPU once and `deepspeed.initialize`
+  partitions it. Building it under `zero.Init` instead does not work here: transformers' ZeRO-3
+  loading (`HfDeepSpeedConfig`) needs `accelerate` (not a dependency), and a plain model
+  constructor inside `zero.Init` fails in transformers' weight init (it indexes the partitioned,
+  empty embedding's padding row). For models too large for CPU RAM per rank this is the thing to change.
 - GPU: nccl, bf16, the same ZeRO-3 config (not exercised here: no GPU on this machine).
 The `backend: torch` config value is rejected with a clear error: ZeRO-3 works on CPU, so there is
 no second code path to keep correct.
