@@ -151,7 +151,7 @@ def test_sft_steps_lower_the_response_nll(setup):
     trajs = make_trajectories(vocab, seed=3)
     for t in trajs:
         t.reward = 1.0
-    refs = [ray.put(t) for t in trajs]
+    refs = [ray.put(trajs[:3])] + [ray.put(t) for t in trajs[3:]]  # a ref may hold a list of trajectories
     nlls = [group.update_sft(refs)["nll"] for _ in range(3)]
     assert all(math.isfinite(x) for x in nlls)
     assert nlls[-1] < nlls[0]

@@ -257,9 +257,11 @@ class LearnerWorker:
         return metrics
 
     def update_sft(self, refs: Sequence[Any]) -> dict[str, float]:
-        """One SFT step on this rank's trajectories (rows of reward >= sft.min_reward, response-only loss)."""
+        """One SFT step on this rank's refs, each to a Trajectory or a list of them (rows of reward >=
+        sft.min_reward, response-only loss)."""
         start = time.perf_counter()
-        rows = sft_rows(self._fetch(refs), self.cfg.sft.min_reward)
+        trajectories = [t for obj in self._fetch(refs) for t in (obj if isinstance(obj, list) else [obj])]
+        rows = sft_rows(trajectories, self.cfg.sft.min_reward)
         micro_batches, real = self._micro_batches(rows)
         (total_tokens,) = self._all_reduce([sum(mb.response_tokens for mb in micro_batches[:real])])
 
