@@ -13,10 +13,11 @@ Engines:
         `--median-tokens`, sigma `--sigma`). The env actions come from the oracle (so episodes are real
         MemoryEnv episodes); the engine only sets how long each turn's generation takes.
   hf  - the real HFEngine on a freshly built tiny model with ModelPolicy (what the model generates
-        drives the env), max batch = `--hf-envs`. HFEngine batches statically (a request that arrives
-        while a batch decodes waits for the whole batch) and a fresh model's responses nearly all run to
-        max_tokens, so lockstep's full, equal-length batches are its best case: expect no async gain
-        there until the engine admits requests between decoding steps (continuous batching, as vLLM).
+        drives the env), max batch = `--hf-envs`, one torch thread. HFEngine batches continuously (a
+        request joins the running batch at the next decoding step). A fresh model's responses nearly
+        all run to max_tokens, so lockstep's full, equal-length batches are its best case; with
+        `--hf-median-tokens M` each request's max_tokens is drawn from the sim's lognormal (median M,
+        cap `--hf-max-tokens`) instead, the varied lengths of a trained policy's responses.
 Prints one JSON object: env steps/s of each mode, the ratio async/lockstep, the fraction of wall time
 the engine had nothing to decode, and its mean batch occupancy.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -117,13 +119,19 @@ class SimulatedEngine:
 
 
 class TimedEngine:
-    """Wraps a real engine with the same busy/idle bookkeeping."""
+    """Wraps a real engine with the same busy/idle bookkeeping; `lengths` = (median, sigma, cap, seed)
+    draws each request's max_tokens from a lognormal."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, lengths: tuple[float, float, int, int] | None = None):
         self.engine = engine
         self.clock = EngineClock()
+        self.lengths = lengths
+        self.rng = random.Random(lengths[3] if lengths else 0)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        if self.lengths:
+            median, sigma, cap, _ = self.lengths
+            params = dataclasses.replace(params, max_tokens=max(1, min(cap, round(self.rng.lognormvariate(math.log(median), sigma)))))
         self.clock.start()
         gen = await self.engine.generate(prompt_ids, params)
         self.clock.stop(len(gen.token_ids))
@@ -236,12 +244,18 @@ def bench_hf(args, cfg: Config, samples) -> dict:
         requests = make_requests(samples[: args.hf_episodes], 1)
         factory = builtin_policy_factory("model", cfg, tokenizer)
 
-        def new_engine():
-            return TimedEngine(make_engine(cfg.engine, str(model_path), seed=args.seed, dtype=cfg.model.dtype))
+        lengths = (args.hf_median_tokens, args.sigma, args.hf_max_tokens, args.seed) if args.hf_median_tokens else None
+
+        def new_engine():  # one torch thread: on a shared CPU two ran ~8x slower (bench/hf_engine.py)
+            engine = make_engine(cfg.engine, str(model_path), seed=args.seed, dtype=cfg.model.dtype, num_threads=1)
+            return TimedEngine(engine, lengths)
 
         out = compare(cfg, requests, new_engine, factory, tokenizer, args.hf_envs, args.hf_repeats)
     out["envs"] = args.hf_envs
-    out["engine"] = {"max_batch_size": args.hf_envs, "max_tokens": args.hf_max_tokens, "model": "fresh tiny (random weights)"}
+    out["engine"] = {
+        "max_batch_size": args.hf_envs, "max_tokens": args.hf_max_tokens, "median_tokens": args.hf_median_tokens or None,
+        "model": "fresh tiny (random weights)",
+    }
     return out
 
 
@@ -261,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hf-envs", type=int, default=8, help="hf: concurrent envs = engine max batch size")
     ap.add_argument("--hf-episodes", type=int, default=8)
     ap.add_argument("--hf-max-tokens", type=int, default=16)
+    ap.add_argument("--hf-median-tokens", type=float, default=0.0, help="hf: draw max_tokens per request (0: fixed)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
