@@ -8,7 +8,8 @@ time is kept; the receiver checks every tensor arrived bit-exact.
 
 Usage: python bench/weight_sync.py [--hidden 1024 --layers 8 --vocab 8192 --bucket-mb 64 --repeats 2]
 A second, latency-bound model (hidden 128, 64 layers: ~580 small tensors) shows where bucketing pays
-on its own; on the large model the broadcast is bandwidth-bound and bucketing mostly saves calls.
+on its own; on the large model the broadcast is bandwidth-bound, its big tensors travel unpacked
+(see plan_buckets) and the two modes should tie.
 Prints one JSON object: per model, seconds per mode, speed-up ratio, GB/s, model bytes.
 """
 

@@ -38,12 +38,15 @@ def run_sync(named_tensors, bucket_bytes, num_receivers=1, syncs=1):
 
 def test_plan_buckets_bounds_size_and_keeps_order():
     specs = [TensorSpec(f"t{i}", (n,), torch.float32) for i, n in enumerate([10, 10, 30, 5, 5])]
-    buckets = plan_buckets(specs, bucket_bytes=80)
-    assert [[s.name for s in b] for b in buckets] == [["t0", "t1"], ["t2"], ["t3", "t4"]]  # t2 (120 B) travels alone
+    buckets = plan_buckets(specs, bucket_bytes=1600)
+    # t2 (120 B >= 1600/16) travels alone; the small ones are packed in order around it.
+    assert [[s.name for s in b] for b in buckets] == [["t0", "t1"], ["t2"], ["t3", "t4"]]
     assert [len(b) for b in plan_buckets(specs, 0)] == [1] * 5
+    small = [TensorSpec(f"s{i}", (5,), torch.float32) for i in range(25)]  # 20 B each
+    assert [len(b) for b in plan_buckets(small, bucket_bytes=400)] == [20, 5]  # size bound
 
 
-@pytest.mark.parametrize("bucket_bytes", [0, 64, 1 << 20])
+@pytest.mark.parametrize("bucket_bytes", [0, 256, 1 << 20])
 def test_exact_tensors_mixed_dtypes_two_receivers(bucket_bytes):
     g = torch.Generator().manual_seed(0)
     tensors = [

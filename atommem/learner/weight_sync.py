@@ -46,11 +46,22 @@ class TensorSpec:
 
 
 def plan_buckets(specs: Sequence[TensorSpec], bucket_bytes: int) -> list[list[TensorSpec]]:
-    """Consecutive specs grouped into buckets of at most `bucket_bytes` (0: one tensor per bucket)."""
+    """Consecutive specs grouped into buckets of at most `bucket_bytes` (0: one tensor per bucket).
+
+    A tensor of at least bucket_bytes/16 travels alone: packing it would cost a copy as large as
+    itself to save one broadcast call, and only small tensors are latency-bound.
+    """
+    alone = bucket_bytes // 16
     buckets: list[list[TensorSpec]] = []
     current: list[TensorSpec] = []
     size = 0
     for spec in specs:
+        if bucket_bytes > 0 and spec.nbytes >= alone:
+            if current:
+                buckets.append(current)
+                current, size = [], 0
+            buckets.append([spec])
+            continue
         if current and (bucket_bytes <= 0 or size + spec.nbytes > bucket_bytes):
             buckets.append(current)
             current, size = [], 0
