@@ -61,6 +61,18 @@ class _RAGWorkflow:
         question = " ".join(obs.questions[obs.question_index].split())
         return None if obs.query == question else PolicyOutput(text=render_action(Read(question)))
 
+    async def act(self, env: "MemoryEnv") -> PolicyOutput:
+        """Store every chunk as passages, query with the question, then answer from what is retrieved."""
+        if env.observation.phase == "read":
+            return self._read(env)
+        query = self._query(env)
+        if query is not None:
+            return query
+        return await self._answer(env)
+
+    async def _answer(self, env: "MemoryEnv") -> PolicyOutput:
+        raise NotImplementedError
+
 
 class RAGPolicy(_RAGWorkflow):
     """Model-driven RAG; one instance plays ONE episode."""
@@ -70,12 +82,7 @@ class RAGPolicy(_RAGWorkflow):
         check_model_args("rag", engine, tokenizer, sampling)
         self._engine, self._tokenizer, self._sampling = engine, tokenizer, sampling
 
-    async def act(self, env: "MemoryEnv") -> PolicyOutput:
-        if env.observation.phase == "read":
-            return self._read(env)
-        query = self._query(env)
-        if query is not None:
-            return query
+    async def _answer(self, env: "MemoryEnv") -> PolicyOutput:
         obs = env.observation
         messages = prompts.rag_answer(obs.questions[obs.question_index], obs.retrieved_text)
         out = await generate(self._engine, self._tokenizer, self._sampling, messages)
@@ -91,11 +98,6 @@ class ScriptedRAGPolicy(_RAGWorkflow):
         """`_model_args` (engine, tokenizer, sampling) are accepted and unused, so the registry builds all alike."""
         super().__init__(passage_words)
 
-    async def act(self, env: "MemoryEnv") -> PolicyOutput:
-        if env.observation.phase == "read":
-            return self._read(env)
-        query = self._query(env)
-        if query is not None:
-            return query
+    async def _answer(self, env: "MemoryEnv") -> PolicyOutput:
         obs = env.observation
         return PolicyOutput(text=_answer_action(resolve(obs.questions[obs.question_index], facts_in(obs.retrieved_text))))

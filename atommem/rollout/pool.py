@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from atommem.config import ConfigError, RolloutConfig
 from atommem.metrics import get_metrics
+from atommem.rollout.runner_group import take
 
 
 @dataclass
@@ -177,14 +178,7 @@ class RolloutPool:
 
     def collect(self, n: int, timeout_s: float | None = None) -> list[tuple[Any, Any]]:
         """The next `n` finished episodes (fewer only if fewer remain)."""
-        out: list[tuple[Any, Any]] = []
-        if n <= 0:
-            return out
-        for item in self.results(timeout_s=timeout_s):
-            out.append(item)
-            if len(out) >= n:
-                break
-        return out
+        return take(self.results(timeout_s=timeout_s), n)
 
     def shutdown(self) -> None:
         """Stop every runner and withdraw the resource request."""

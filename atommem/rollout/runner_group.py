@@ -47,6 +47,18 @@ class _Call:
     attempts: int
 
 
+def take(results: Iterator[tuple[Any, Any]], n: int) -> list[tuple[Any, Any]]:
+    """The first `n` items of a results iterator (fewer only if it ends)."""
+    out: list[tuple[Any, Any]] = []
+    if n <= 0:
+        return out
+    for item in results:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
 class EnvRunnerGroup:
     def __init__(
         self,
@@ -269,14 +281,7 @@ class EnvRunnerGroup:
 
     def collect(self, n: int, timeout_s: float | None = None) -> list[tuple[Any, TrajectorySummary]]:
         """The next `n` finished episodes (fewer only if fewer remain)."""
-        out = []
-        if n <= 0:
-            return out
-        for item in self.results(timeout_s=timeout_s):
-            out.append(item)
-            if len(out) >= n:
-                break
-        return out
+        return take(self.results(timeout_s=timeout_s), n)
 
     def stats(self) -> list[dict]:
         import ray
