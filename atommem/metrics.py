@@ -77,6 +77,11 @@ class Metrics:
         self._gauge_values: dict[tuple[int, tuple], tuple[Any, float, dict]] = {}
         self._gauge_lock = threading.Lock()
         self._refresher: threading.Thread | None = None
+        self._live = True  # cleared when a new Ray session replaces this recorder
+
+    def close(self) -> None:
+        """Stop re-setting gauges (the Ray session this recorder reported to is gone)."""
+        self._live = False
 
     def _set_gauge(self, gauge: Any, value: float, tags: dict[str, str] | None = None) -> None:
         gauge.set(value, tags)
@@ -87,8 +92,10 @@ class Metrics:
                 self._refresher.start()
 
     def _refresh_gauges(self) -> None:
-        while True:
+        while self._live:
             time.sleep(GAUGE_REFRESH_S)
+            if not self._live:
+                return
             with self._gauge_lock:
                 current = list(self._gauge_values.values())
             for gauge, value, tags in current:
@@ -189,21 +196,30 @@ class NullMetrics(Metrics):
 
 _NULL = NullMetrics()
 _metrics: Metrics | None = None
+_metrics_session: str | None = None  # the Ray node id `_metrics` reports to
 
 
-def _ray_initialized() -> bool:
+def _ray_session() -> str | None:
+    """The node this process's Ray session runs on (new for every ray.init), or None without Ray."""
     ray = sys.modules.get("ray")  # never import Ray just to learn it is not running
-    return ray is not None and ray.is_initialized()
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def get_metrics() -> Metrics:
-    """This process's recorder: real once Ray is initialised (created on first use), else a no-op."""
-    global _metrics
-    if _metrics is not None:
-        return _metrics
-    if not _ray_initialized():
-        return _NULL
-    _metrics = Metrics()
+    """This process's recorder for the current Ray session (created on first use), else a no-op.
+
+    A driver may shut Ray down and start it again: the old recorder's gauges would otherwise keep
+    re-publishing stale values into the new session, so a new session gets a new recorder."""
+    global _metrics, _metrics_session
+    session = _ray_session()
+    if session is None:
+        return _metrics if _metrics is not None else _NULL
+    if _metrics is None or _metrics_session != session:
+        if _metrics is not None:
+            _metrics.close()
+        _metrics, _metrics_session = Metrics(), session
     return _metrics
 
 
