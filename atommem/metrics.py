@@ -77,7 +77,8 @@ class Metrics:
         self._gauge_values: dict[tuple[int, tuple], tuple[Any, float, dict]] = {}
         self._gauge_lock = threading.Lock()
         self._refresher: threading.Thread | None = None
-        self._live = True  # cleared when a new Ray session replaces this recorder
+        self._live = True  # cleared when the Ray session this recorder reports to ends
+        self._session = _ray_session()
 
     def close(self) -> None:
         """Stop re-setting gauges (the Ray session this recorder reported to is gone)."""
@@ -94,6 +95,10 @@ class Metrics:
     def _refresh_gauges(self) -> None:
         while self._live:
             time.sleep(GAUGE_REFRESH_S)
+            # Ray gauges are process-wide: after a shutdown, re-setting would publish stale values
+            # into whatever session this process starts next.
+            if _ray_session() != self._session:
+                self._live = False
             if not self._live:
                 return
             with self._gauge_lock:

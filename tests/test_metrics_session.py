@@ -15,6 +15,8 @@ def test_new_ray_session_gets_a_new_recorder():
         assert isinstance(first, Metrics) and get_metrics() is first
     finally:
         ray.shutdown()
+    first._refresher.join(timeout=30)  # its gauge refresher notices the session ended and stops
+    assert not first._refresher.is_alive() and not first._live
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         second = get_metrics()
