@@ -17,7 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from atommem.config import Config, load_config, save_config
 from atommem.tracking import RunLogger, plot_series, read_metrics

@@ -266,7 +266,7 @@ class GRPOState:
 class GRPOTrainer:
     """Owns the engines, the rollout runners and the learner group for one GRPO run."""
 
-    def __init__(self, cfg: Config, model_path: str, logger: RunLogger, dev: list[Sample] | None = None):
+    def __init__(self, cfg: Config, model_path: str, logger: RunLogger):
         from atommem.learner.group import LearnerGroup
         from atommem.rollout.buffer import GroupBuffer
         from atommem.rollout.runner_group import EnvRunnerGroup
@@ -275,7 +275,6 @@ class GRPOTrainer:
         self.logger = logger
         self.model_path = model_path
         self.train = _train_samples(cfg)
-        self.dev = dev
         self.engines = start_engines(cfg, model_path)
         self.learner = LearnerGroup(cfg, model_path, stage="grpo")
         self.runners = EnvRunnerGroup(cfg, "model", self.engines, model_path)
@@ -410,7 +409,7 @@ def train_grpo(cfg: Config, resume: bool = False) -> Path:
     init_ray(cfg.cluster)
     logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
     dev = _dev_samples(cfg) if cfg.trainer.eval_every else None
-    trainer = GRPOTrainer(cfg, model_path, logger, dev)
+    trainer = GRPOTrainer(cfg, model_path, logger)
     try:
         if resume:
             ckpt = latest_checkpoint(run_dir)
