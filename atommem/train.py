@@ -69,23 +69,20 @@ class EpochSampler:
 
 
 def rollout_stats(summaries: list) -> dict:
-    """Reward/EM/action-rate scalars of a batch of TrajectorySummary objects (rates are ops per turn)."""
-    rewards = np.array([s.reward for s in summaries], dtype=float)
-    correct = [c for s in summaries for c in s.correct]
-    turns = max(1, sum(s.num_turns for s in summaries))
-    counts: dict[str, int] = {}
-    for s in summaries:
-        for k, v in s.action_counts.items():
-            counts[k] = counts.get(k, 0) + v
+    """Training-log scalars of a batch of TrajectorySummary objects: `rollout.play.summarize` plus the
+    reward spread, with action rates (ops per turn) as `rate_<kind>` keys."""
+    from atommem.rollout.play import summarize
+
+    st = summarize(summaries, policy="", wall_s=0.0)
     out = {
-        "reward_mean": float(rewards.mean()) if len(rewards) else 0.0,
-        "reward_std": float(rewards.std()) if len(rewards) else 0.0,
-        "em": float(np.mean(correct)) if correct else 0.0,
-        "episodes": len(summaries),
-        "turns_per_episode": turns / max(1, len(summaries)),
-        "generated_tokens": int(sum(s.generated_tokens for s in summaries)),
+        "reward_mean": st.mean_reward,
+        "reward_std": float(np.std([s.reward for s in summaries])) if summaries else 0.0,
+        "em": st.exact_match,
+        "episodes": st.episodes,
+        "turns_per_episode": st.mean_turns,
+        "generated_tokens": st.generated_tokens,
     }
-    out.update({f"rate_{k}": v / turns for k, v in sorted(counts.items())})
+    out.update({f"rate_{k}": v for k, v in st.action_rates.items()})
     return out
 
 
