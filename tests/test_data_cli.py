@@ -133,10 +133,23 @@ def test_prepare_synthesises_missing_splits_once(tmp_path):
     assert not {s.id for s in train} & {s.id for s in dev} and not {s.id for s in dev} & {s.id for s in test}
 
     mtime = (paths["train"] / "part-00000.parquet").stat().st_mtime_ns
-    cfg.data.synth.num_samples = 2  # existing data is kept, not regenerated
-    assert prepare(cfg)["train"] == paths["train"]
+    assert prepare(cfg)["train"] == paths["train"]  # existing data is kept, not regenerated
     assert (paths["train"] / "part-00000.parquet").stat().st_mtime_ns == mtime
-    assert len(read_samples(paths["train"])) == 6
+
+
+def test_prepare_refuses_data_synthesised_with_other_settings(tmp_path):
+    cfg = Config()
+    cfg.data.train, cfg.data.dev = str(tmp_path / "train"), str(tmp_path / "dev")
+    cfg.data.synth.num_samples, cfg.data.dev_samples = 4, 2
+    paths = prepare(cfg)
+    cfg.data.synth.facts_per_chunk += 1
+    with pytest.raises(ConfigError, match=r"data\.train: .*facts_per_chunk 4 -> 5.*delete it"):
+        prepare(cfg)
+    # A dataset that is not ours (no synthesis record, e.g. built from real files) is used as is.
+    (paths["train"] / output.INFO_FILE).write_text('{"source": "hotpotqa"}')
+    (paths["dev"] / output.INFO_FILE).unlink()
+    assert prepare(cfg) == paths
+    assert len(read_samples(paths["train"])) == 4
 
 
 def test_prepare_default_dev_size_and_unset_paths(tmp_path):

@@ -5,16 +5,18 @@ Split sizes and seeds (chosen so splits never share a generator stream):
 - dev:   `data.dev_samples` samples (default: a tenth of train, at least 1), seed + DEV_SEED_OFFSET;
 - test (only when `data.test` is set): as many as dev, seed + TEST_SEED_OFFSET.
 An existing path is kept as is (its first sample is read to check it), so real datasets built with
-`atommem data build` are used untouched.
+`atommem data build` are used untouched; one this module synthesised with other settings than the
+config's is an error (silently training on stale data after editing `data.synth` is worse).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from atommem.config import Config, ConfigError
-from atommem.data.output import write_dataset
+from atommem.data.output import INFO_FILE, write_dataset
 from atommem.data.schema import DataError, iter_samples
 
 DEV_SEED_OFFSET = 1000
@@ -41,14 +43,32 @@ def prepare(cfg: Config) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for split, (n, seed) in split_plan(cfg).items():
         path = Path(getattr(cfg.data, split))
+        synth = {**dataclasses.asdict(cfg.data.synth), "num_samples": n, "seed": seed}
         if path.exists():
             if next(iter_samples(path), None) is None:
                 raise DataError(f"data.{split}: {path} exists but holds no samples (delete it to re-synthesise)")
+            _check_synthesised_with(path, split, synth)
         else:
             if n < 1:
                 raise ConfigError(f"cannot synthesise {n} {split} samples (data.synth.num_samples / data.dev_samples)")
             samples = generate_synthetic(cfg.data.synth, n=n, seed=seed)
-            info = {"source": "synthetic", "split": split, "synth": {**dataclasses.asdict(cfg.data.synth), "num_samples": n, "seed": seed}}
-            write_dataset(samples, path, info=info)
+            write_dataset(samples, path, info={"source": "synthetic", "split": split, "synth": synth})
         out[split] = path
     return out
+
+
+def _check_synthesised_with(path: Path, split: str, synth: dict) -> None:
+    """Raise when `path` was synthesised here with settings other than `synth` (real datasets pass)."""
+    info_file = path / INFO_FILE
+    if not info_file.is_file():
+        return
+    info = json.loads(info_file.read_text())
+    if info.get("source") != "synthetic" or "synth" not in info:
+        return
+    changed = sorted(k for k in synth.keys() | info["synth"].keys() if synth.get(k) != info["synth"].get(k))
+    if changed:
+        diffs = ", ".join(f"{k} {info['synth'].get(k)!r} -> {synth.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"data.{split}: {path} was synthesised with other data.synth settings ({diffs}); "
+            f"delete it to re-synthesise, or point data.{split} at a new directory"
+        )
