@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -54,6 +55,12 @@ def test_ensure_model_builds_once_and_qwen2_works(tmp_path):
     tok = load_tokenizer(path)
     prompt = tok.apply_chat_template([{"role": "user", "content": "pet of zorp ?"}], add_generation_prompt=True, tokenize=False)
     assert prompt == "<|user|>pet of zorp ?<|assistant|>"
+    # Other settings than the build's: a stale directory is an error naming what changed, never reused.
+    with pytest.raises(UserError, match=r"synth\.name_vocab differ.*delete it"):
+        ensure_model(cfg, SynthConfig(name_vocab=41))
+    with pytest.raises(UserError, match=r"tiny\.hidden_size"):
+        ensure_model(ModelConfig(path=str(path), tiny=dataclasses.replace(tiny, hidden_size=64)), SynthConfig(name_vocab=40))
+    assert ensure_model(ModelConfig(path=str(path)), SynthConfig(name_vocab=41)) == path  # a plain HF dir: used as is
 
 
 def test_missing_paths_are_user_errors(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ the HF engine, vLLM and the learner load alike.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from pathlib import Path
@@ -19,6 +21,7 @@ from atommem.config import EnvConfig, MemoryConfig, ModelConfig, SynthConfig, Ti
 from atommem.errors import UserError
 from atommem.models.tokenizer import train_tokenizer
 
+BUILD_RECORD = "atommem_tiny.json"  # written by ensure_model: the model.tiny and data.synth a build came from
 CORPUS_EPISODES = 48  # oracle episodes per prompt style rendered into the tokenizer corpus
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -100,10 +103,25 @@ def ensure_model(model_cfg: ModelConfig, synth_cfg: SynthConfig) -> Path:
     if not model_cfg.path:
         raise UserError("model.path is not set: give an HF model directory (or model.tiny settings plus a path to build it at)")
     path = Path(model_cfg.path)
-    if model_cfg.tiny is not None and not (path / "config.json").is_file():
-        from atommem.data.synthetic import synthetic_vocabulary
+    if model_cfg.tiny is not None:
+        # What the tokenizer and weights were built from; a directory built from other settings is stale.
+        record = {"tiny": dataclasses.asdict(model_cfg.tiny), "synth": dataclasses.asdict(synth_cfg)}
+        record_file = path / BUILD_RECORD
+        if not (path / "config.json").is_file():
+            from atommem.data.synthetic import synthetic_vocabulary
 
-        return build_tiny_model(model_cfg.tiny, path, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg))
+            build_tiny_model(model_cfg.tiny, path, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg))
+            record_file.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            return path
+        if record_file.is_file():
+            built = json.loads(record_file.read_text())
+            changed = [f"{section}.{k}" for section in record for k in sorted(record[section])
+                       if built.get(section, {}).get(k) != record[section][k]]
+            if changed:
+                raise UserError(
+                    f"model.path {path} holds a tiny model built from other settings ({', '.join(changed)} differ); "
+                    "delete it to rebuild, or point model.path at a new directory"
+                )
     check_model_dir(str(path))
     return path
 
