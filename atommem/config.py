@@ -182,6 +182,7 @@ class SFTConfig:
     teacher_episodes: int = 1000  # teacher episodes to collect
     teacher_store_relevant_p: float = 1.0  # oracle teacher: chance it stores a fact the questions need
     teacher_store_distractor_p: float = 0.0  # oracle teacher: chance it stores an unneeded fact
+    teacher_answer_top_hit: bool = False  # oracle teacher: answer the top retrieved entry's value when the fact is missing
     data: Optional[str] = None  # Parquet dir of collected SFT trajectories
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
 

@@ -143,6 +143,7 @@ def collect_sft(cfg: Config) -> tuple[Path, list]:
         policy, kwargs, engines = "oracle", {
             "store_relevant_p": cfg.sft.teacher_store_relevant_p,
             "store_distractor_p": cfg.sft.teacher_store_distractor_p,
+            "answer_top_hit": cfg.sft.teacher_answer_top_hit,
         }, []
     else:
         if cfg.engine.kind != "openai":

@@ -77,6 +77,28 @@ def test_oracle_without_memory_answers_unknown():
     assert total == 0.0
 
 
+def test_answer_top_hit_guesses_from_the_top_entry_and_unknown_only_on_empty_memory():
+    env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(top_k=2), HashEmbedder(128))
+    one_hop = [s for s in SAMPLES if all(len(c["path"]) == 1 for c in s.metadata["chains"])]
+    guesses = unknowns = 0
+    for i, s in enumerate(one_hop):
+        res, outs = play(env, s, OraclePolicy(store_relevant_p=0.4, store_distractor_p=0.15, rng_seed=i, answer_top_hit=True))
+        plain, _ = play(env, s, OraclePolicy(store_relevant_p=0.4, store_distractor_p=0.15, rng_seed=i))
+        stored = {e.text for e in res.memory}
+        values = {e.text.split()[-1] for e in res.memory}
+        assert stored == {e.text for e in plain.memory}  # reading is unchanged, only missing-fact answers differ
+        for q, chain, answer, plain_answer in zip(s.questions, s.metadata["chains"], res.answers, plain.answers):
+            if " ".join(chain["facts"][-1]) in stored:
+                assert answer == plain_answer == q.answers[0]
+            elif stored:
+                assert answer in values and plain_answer == "unknown"
+                guesses += 1
+            else:
+                assert answer == plain_answer == "unknown"
+                unknowns += 1
+    assert guesses > 5 and unknowns > 0
+
+
 def test_weak_teacher_is_seeded_and_partial():
     env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(), HashEmbedder(128))
 

@@ -7,9 +7,12 @@ A turn with nothing to store is an empty response, which advances the chunk.
 Answering: it walks the question's chain with `<update_query> entity attribute </update_query>`
 (2-hop: the relation first, then the attribute of the friend found), reads the value from the
 retrieval block shown in the prompt, and answers `<final_answer> \\boxed{value} </final_answer>`
-(`unknown` when memory does not have it). It never looks at gold answers, only at which facts matter.
+(`unknown` when memory does not have it; with `answer_top_hit`, the value of the top retrieved entry
+instead, `unknown` only when nothing is retrieved). It never looks at gold answers, only at which facts matter.
 A weak teacher (p < 1) is on purpose: its most likely decision is then wrong somewhere, which leaves
-reinforcement learning something to improve (SPEC §5).
+reinforcement learning something to improve (SPEC §5). `answer_top_hit` is for such a teacher: with
+`unknown` for most questions an imitator learns to say `unknown` even when memory has the fact, while
+"copy the top entry's value" is one skill a tiny model picks up fast and is right whenever the fact was stored.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class OraclePolicy:
         store_relevant_p: float = 1.0,
         store_distractor_p: float = 0.0,
         rng_seed: int | None = None,
+        answer_top_hit: bool = False,
     ):
         for name, p in (("store_relevant_p", store_relevant_p), ("store_distractor_p", store_distractor_p)):
             if not 0.0 <= p <= 1.0:
@@ -54,6 +58,7 @@ class OraclePolicy:
         self._tokenizer = tokenizer
         self._p_relevant = store_relevant_p
         self._p_distractor = store_distractor_p
+        self._answer_top_hit = answer_top_hit
         self._rng = random.Random(rng_seed)
         self._decided: dict[tuple[str, str, str], bool] = {}
         self._question = -1
@@ -111,6 +116,8 @@ class OraclePolicy:
         if obs.query != target:
             return render_action(Read(target))
         value = _lookup(obs.retrieved_text, self._entity, path[self._hop])
+        if value is None and self._answer_top_hit:
+            value = _top_value(obs.retrieved_text)
         if value is None:
             return _answer(UNKNOWN)
         if self._hop + 1 < len(path):
@@ -118,6 +125,15 @@ class OraclePolicy:
             self._entity = value
             return render_action(Read(f"{value} {path[self._hop]}"))
         return _answer(value)
+
+
+def _top_value(retrieved_text: str) -> str | None:
+    """Last word of the first rendered `Memory {id}: {text}` line (the value of an `e a v` entry), or None."""
+    for line in retrieved_text.splitlines():
+        words = line.partition(": ")[2].split()
+        if words:
+            return words[-1]
+    return None
 
 
 def _answer(value: str) -> str:
