@@ -92,9 +92,9 @@ def test_unknown_id_is_noop_counted_and_reported_next_prompt():
     assert info["action_counts"]["error"] == 2 and info["action_counts"]["delete"] == 0
     assert [e.text for e in env.memory.entries()] == ["zorp city lima"]
     assert len(env.observation.errors) == 2 and "Memory 9" in env.observation.errors[0]
-    for style in ("full", "compact"):
-        user = render_messages(env.observation, style)[1]["content"]
-        assert "Memory 9" in user and "Memory 7" in user
+    full = render_messages(env.observation, "full")[1]["content"]
+    assert "Memory 9" in full and "Memory 7" in full
+    assert "errors: delete_memory | modify_memory\n" in render_messages(env.observation, "compact")[1]["content"]
     env.step("<update_memory>ok</update_memory>")  # answer phase now; a clean turn clears the errors
     assert env.observation.errors == []
     assert "Memory 9" not in env.prompt_messages()[1]["content"]

@@ -49,7 +49,16 @@ def test_compact_prompt_is_short_and_complete():
     assert words < 60
     u = user["content"]
     assert u.splitlines()[0] == "questions: city of zorp ? | pet of blick ?"
-    assert "memory: Memory 1: zorp city lima" in u and "Memory 9" in u and u.endswith("blick pet cat .")
+    assert "memory: Memory 1: zorp city lima" in u and "errors: delete_memory\n" in u and u.endswith("blick pet cat .")
+
+
+def test_a_garbled_turn_cannot_blow_up_the_next_prompt():
+    errors = [f"unopened_tag: </add_memory> at char {i} closes no open <add_memory>" for i in range(12)]
+    errors.append("truncated: response cut off at char 99")
+    compact = render_messages(obs(errors=errors), "compact")[1]["content"]
+    assert "errors: unopened_tag x12 | truncated\n" in compact
+    full = render_messages(obs(errors=errors), "full")[1]["content"]
+    assert "at char 2 closes" in full and "at char 3 closes" not in full and "- and 10 more" in full
 
 
 def test_answer_phase_prompt_poses_one_question_without_chunk():

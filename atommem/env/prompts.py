@@ -45,6 +45,25 @@ OUTSIDE_STRICT = "Write nothing but tags separated by spaces: any other text voi
 COMPACT_SYSTEM = "store what the questions need, then answer from memory."
 
 _NONE = "(none)"
+# A garbled response can hold a dozen broken tags; showing every message would let one bad turn push the
+# next prompt past a small model's positions, so prompts show a few and count the rest.
+MAX_ERRORS_SHOWN = 3
+
+
+def _error_lines(errors: list[str]) -> list[str]:
+    shown = [f"- {e}" for e in errors[:MAX_ERRORS_SHOWN]]
+    if len(errors) > MAX_ERRORS_SHOWN:
+        shown.append(f"- and {len(errors) - MAX_ERRORS_SHOWN} more")
+    return shown
+
+
+def _error_kinds(errors: list[str]) -> str:
+    """Compact form: each error kind once, in first-seen order, with a count when it repeats."""
+    counts: dict[str, int] = {}
+    for e in errors:
+        kind = e.split(":", 1)[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return " | ".join(k if n == 1 else f"{k} x{n}" for k, n in counts.items())
 
 
 def _full_user(obs: "Observation", show_questions: bool) -> str:
@@ -55,7 +74,7 @@ def _full_user(obs: "Observation", show_questions: bool) -> str:
     parts.append(f"Scratchpad:\n{obs.scratchpad or '(empty)'}")
     parts.append(f"Current query: {obs.query or _NONE}\nRetrieved memory:\n{obs.retrieved_text or _NONE}")
     if obs.errors:
-        parts.append("Errors in your last response (they had no effect):\n" + "\n".join(f"- {e}" for e in obs.errors))
+        parts.append("Errors in your last response (they had no effect):\n" + "\n".join(_error_lines(obs.errors)))
     if obs.phase == "read":
         parts.append(f"Chunk {obs.chunk_index + 1} of {obs.num_chunks}:\n{obs.chunk_text}")
     elif obs.phase == "answer":
@@ -80,7 +99,7 @@ def _compact_user(obs: "Observation", show_questions: bool) -> str:
     lines.append(_line("query", obs.query))
     lines.append(_line("memory", " | ".join(obs.retrieved_text.splitlines())))
     lines.append(_line("notes", obs.scratchpad))
-    lines.append(_line("errors", " | ".join(obs.errors)))
+    lines.append(_line("errors", _error_kinds(obs.errors)))
     if obs.phase == "read":
         lines.append(_line("chunk", obs.chunk_text))
     elif obs.phase == "answer":
