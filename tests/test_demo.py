@@ -1,0 +1,58 @@
+"""`make demo`'s code path end to end on a micro config: every stage runs on local Ray and the report,
+plots and the two closing lines come out consistent with each other (learning itself is `make demo`'s job)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from atommem.demo import run_demo
+
+
+@pytest.fixture
+def no_ray_left():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray_left):
+    run = tmp_path / "run"
+    overrides = [
+        f"data.train={tmp_path / 'data/train'}", f"data.dev={tmp_path / 'data/dev'}",
+        "data.synth.num_samples=24", "data.dev_samples=6",
+        f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
+        "model.tiny.intermediate_size=64",
+        "sft.teacher_episodes=12", "sft.batch_size=2", "sft.time_budget_s=2",
+        "grpo.group_size=2", "grpo.batch_groups=2", "rollout.envs_per_worker=8",
+        "trainer.time_budget_s=0.01", "trainer.eval_every=1", "cluster.num_cpus=4",
+    ]
+    report_path = run_demo(run, overrides=tuple(overrides))
+    out = capsys.readouterr().out
+
+    report = json.loads((run / "report.json").read_text())
+    assert report_path == run / "report.md" and f"report: {report_path}" in out
+    assert report["grpo_steps"] == 1 and report["sft_steps"] >= 1 and report["control_sft_steps"] >= 1
+    n = report["dev_questions"]
+    assert report["dev_episodes"] == 6 and 6 <= n <= 12
+    em = report["em"]
+    first = re.search(r"^dev EM: SFT (\d\.\d{3}) -> GRPO (\d\.\d{3}) \(n=(\d+) questions, 95% CI of diff \[([-+]\d\.\d{3}), ([-+]\d\.\d{3})\]\)$", out, re.M)
+    second = re.search(r"^dev EM: SFT trained on for the same time (\d\.\d{3}) ", out, re.M)
+    assert first and second, out
+    assert (float(first[1]), float(first[2]), int(first[3])) == (round(em["sft"], 3), round(em["grpo"], 3), n)
+    lo, hi = report["grpo_minus_sft"]["ci95"]
+    assert lo <= report["grpo_minus_sft"]["diff"] <= hi and (float(first[4]), float(first[5])) == (round(lo, 3), round(hi, 3))
+    assert float(second[1]) == round(em["sft_control"], 3)
+    assert {"sft", "grpo", "sft_control"} == set(report["action_rates"])
+
+    phases = {json.loads(line)["phase"] for line in (run / "metrics.jsonl").read_text().splitlines()}
+    assert {"sft", "grpo", "curve", "sft_control"} <= phases
+    for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "config.yaml"):
+        assert (run / name).is_file(), name
+    for model in ("sft/model", "grpo/model", "sft_control/model"):
+        assert (run / model / "config.json").is_file(), model
