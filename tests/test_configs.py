@@ -101,3 +101,23 @@ def test_qwen3_sft_config_keeps_good_teacher_episodes():
     assert cfg.sft.min_reward == 0.5
     assert cfg.sft.teacher == "openai" and cfg.engine.base_url
     assert cfg.learner.num_learners * cfg.learner.num_gpus == GPUS_PER_NODE
+
+
+def test_demo_config_chunks_hold_exactly_one_whole_fact(tmp_path):
+    """configs/tiny_cpu.yaml sizes chunk_tokens to one document (one fact) of the tiny tokenizer: a chunk
+    boundary inside a fact would leave the policy half a fact to copy (the demo's copy skill depends on it)."""
+    import dataclasses
+    import re
+
+    from atommem.data.synthetic import generate_synthetic
+    from atommem.env.chunking import chunk_documents
+    from atommem.models.tiny import ensure_model, load_tokenizer
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml")
+    tok = load_tokenizer(ensure_model(dataclasses.replace(cfg.model, path=str(tmp_path / "m")), cfg.data.synth))
+    fact = re.compile(r"^Document \d+:\nnotes \d+\n (\w+) (\w+) (\w+) \.$")
+    for sample in generate_synthetic(cfg.data.synth, n=50, seed=3):
+        chunks = chunk_documents(sample.documents, cfg.env.chunk_tokens, cfg.env.chunk_overlap, cfg.env.max_chunks, tok)
+        assert not chunks.truncated
+        seen = [fact.match(c).groups() for c in chunks.chunks]
+        assert sorted(seen) == sorted(tuple(f) for f in sample.metadata["facts"])
