@@ -123,8 +123,21 @@ def test_oracle_token_ids_with_tokenizer():
             assert out.response_ids[-1] == tok.eos_token_id
             assert tok.decode(out.response_ids[:-1]) == out.text
             assert not parse_actions(out.text, strict=True).errors
+            if "final_answer" in out.text:  # the answer copies the value's tokens as they are in memory
+                value_ids = tok(" " + _boxed(out.text), add_special_tokens=False)["input_ids"]
+                assert _contains(out.response_ids, value_ids) and _contains(out.prompt_ids, value_ids)
             env.step(out.text)
         assert env.result().reward == 1.0
+
+
+def _boxed(text: str) -> str:
+    from atommem.actions import extract_boxed
+
+    return extract_boxed(text)
+
+
+def _contains(seq: list[int], sub: list[int]) -> bool:
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
 
 
 def test_policy_registry_builds_fresh_oracles():

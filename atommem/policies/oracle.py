@@ -6,7 +6,7 @@ memory yet, it emits `<add_memory> entity attribute value </add_memory>` (with p
 A turn with nothing to store is an empty response, which advances the chunk.
 Answering: it walks the question's chain with `<update_query> entity attribute </update_query>`
 (2-hop: the relation first, then the attribute of the friend found), reads the value from the
-retrieval block shown in the prompt, and answers `<final_answer> \\boxed{value} </final_answer>`
+retrieval block shown in the prompt, and answers `<final_answer> \\boxed{ value } </final_answer>`
 (`unknown` when memory does not have it; with `answer_top_hit`, the value of the top retrieved entry
 instead, `unknown` only when nothing is retrieved). It never looks at gold answers, only at which facts matter.
 A weak teacher (p < 1) is on purpose: its most likely decision is then wrong somewhere, which leaves
@@ -137,4 +137,6 @@ def _top_value(retrieved_text: str) -> str | None:
 
 
 def _answer(value: str) -> str:
-    return render_action(Answer(f"\\boxed{{{value}}}", value))
+    # Spaces inside the braces (stripped on parsing) make the value tokenize as the same word it is in
+    # memory (" pie"), so imitating the answer is a copy of one token, not a respelling ("{p" "ie}").
+    return render_action(Answer(f"\\boxed{{ {value} }}", value))
