@@ -185,6 +185,7 @@ class SFTConfig:
     teacher_answer_top_hit: bool = False  # oracle teacher: answer the top retrieved entry's value when the fact is missing
     data: Optional[str] = None  # Parquet dir of collected SFT trajectories
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
+    learner_cpus: Optional[float] = None  # CPUs (= torch threads) per learner actor in SFT, which runs alone; None = learner.num_cpus
 
 
 @dataclass

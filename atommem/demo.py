@@ -56,7 +56,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     from atommem.learner.group import LearnerGroup
     from atommem.models.tiny import ensure_model
     from atommem.runtime import init_ray
-    from atommem.train import GRPOTrainer, SFTData, EpochSampler, collect_sft, sft_loop
+    from atommem.train import GRPOTrainer, SFTData, EpochSampler, collect_sft, sft_learner_config, sft_loop
 
     t_start = time.monotonic()
     run_dir = Path(run_dir)
@@ -85,7 +85,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     # SFT, then keep its full learner state so the control can train on from exactly here.
     t0 = time.monotonic()
     data = SFTData(teacher_refs, cfg.sft.batch_size, cfg.trainer.seed)
-    learner = LearnerGroup(cfg, base_model, stage="sft")
+    learner = LearnerGroup(sft_learner_config(cfg), base_model, stage="sft")
     sft_steps = sft_loop(learner, data, cfg.sft.steps, cfg.sft.time_budget_s, logger, "sft")
     learner.save_checkpoint(str(run_dir / "sft" / "checkpoint"), {"sft_step": sft_steps, "sampler": data.sampler.state_dict()})
     sft_model = run_dir / "sft" / "model"
@@ -121,7 +121,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
 
     # Control: SFT trained on from the SFT checkpoint for GRPO's wall time.
     t0 = time.monotonic()
-    learner = LearnerGroup(cfg, base_model, stage="sft")
+    learner = LearnerGroup(sft_learner_config(cfg), base_model, stage="sft")
     extra = learner.load_checkpoint(str(run_dir / "sft" / "checkpoint"))
     data.sampler = EpochSampler.from_state(extra["sampler"])
     ctrl_steps = sft_loop(learner, data, sft_steps + 10**9, grpo_seconds, logger, "sft_control", start_step=sft_steps)

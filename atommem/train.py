@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,14 @@ def sft_loop(learner: Any, data: SFTData, steps: int, seconds: float | None, log
     return step
 
 
+def sft_learner_config(cfg: Config) -> Config:
+    """`cfg` with the SFT learner's CPUs: SFT has the machine to itself, so it may use more threads than a
+    learner that shares the CPUs with engines and env runners in GRPO."""
+    if cfg.sft.learner_cpus is None:
+        return cfg
+    return replace(cfg, learner=replace(cfg.learner, num_cpus=cfg.sft.learner_cpus))
+
+
 def train_sft(cfg: Config) -> Path:
     """SFT on teacher trajectories; writes `<run_dir>/sft/model` (HF dir) and a learner checkpoint."""
     from atommem.learner.group import LearnerGroup
@@ -217,7 +225,7 @@ def train_sft(cfg: Config) -> Path:
     init_ray(cfg.cluster)
     data = SFTData.from_path(path, cfg.sft.batch_size, cfg.trainer.seed)
     logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
-    learner = LearnerGroup(cfg, model_path, stage="sft")
+    learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="sft")
     out = run_dir / "sft"
     try:
         step = sft_loop(learner, data, cfg.sft.steps, cfg.sft.time_budget_s, logger, "sft")

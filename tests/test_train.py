@@ -43,3 +43,13 @@ def test_rollout_stats_rates_are_ops_per_turn():
     assert st["rate_create"] == pytest.approx(0.2) and st["rate_read"] == pytest.approx(0.3)
     assert st["rate_error"] == pytest.approx(0.1)
     assert st["turns_per_episode"] == pytest.approx(5.0) and st["generated_tokens"] == 14
+
+
+def test_sft_learner_takes_its_own_cpus_and_leaves_the_grpo_learner_alone():
+    from atommem.config import load_config
+    from atommem.train import sft_learner_config
+
+    cfg = load_config(None, ["learner.num_cpus=1", "sft.learner_cpus=2"])
+    sft = sft_learner_config(cfg)
+    assert sft.learner.num_cpus == 2 and cfg.learner.num_cpus == 1 and sft.grpo == cfg.grpo
+    assert sft_learner_config(load_config(None, ["learner.num_cpus=1"])).learner.num_cpus == 1
