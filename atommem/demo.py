@@ -143,6 +143,10 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "grpo_minus_sft": {"diff": d_sft, "ci95": [lo_sft, hi_sft]},
         "grpo_minus_control": {"diff": d_ctrl, "ci95": [lo_ctrl, hi_ctrl]},
         "action_rates": {"sft": _rates(ev_sft), "grpo": _rates(ev_grpo), "sft_control": _rates(ev_ctrl)},
+        # Sampled (temperature 1) EM of the rollouts: at step 1 it is the SFT policy's own, which is the
+        # signal GRPO starts from even where greedy SFT scores nothing.
+        "rollout_em": _rollout_em(run_dir),
+        "rollout_temperature": cfg.sampling.temperature,
         "grpo_steps": grpo_steps,
         "grpo_train_seconds": round(grpo_seconds, 1),
         "sft_steps": sft_steps,
@@ -158,6 +162,11 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     print(f"dev EM: SFT trained on for the same time {ev_ctrl['em']:.3f} "
           f"(GRPO - control {d_ctrl:+.3f}, 95% CI [{lo_ctrl:+.3f}, {hi_ctrl:+.3f}])")
     return run_dir / "report.md"
+
+
+def _rollout_em(run_dir: Path) -> dict:
+    ems = [r["em"] for r in read_metrics(run_dir / "metrics.jsonl") if r.get("phase") == "grpo" and "em" in r]
+    return {"first_step": ems[0], "last_step": ems[-1]} if ems else {}
 
 
 def _write_report(run_dir: Path, report: dict) -> None:
@@ -187,6 +196,10 @@ def _write_report(run_dir: Path, report: dict) -> None:
         f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI {report['grpo_minus_sft']['ci95']}",
         f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI {report['grpo_minus_control']['ci95']}",
         "(paired bootstrap, resampling episodes)",
+        "",
+        *([f"GRPO rollouts (sampled, temperature {report['rollout_temperature']}): EM {report['rollout_em']['first_step']:.3f} "
+           f"at step 1 (the SFT policy) -> {report['rollout_em']['last_step']:.3f} at step {report['grpo_steps']}"]
+          if report["rollout_em"] else []),
         "",
         "## Action rates (ops per turn, dev, greedy)",
         "",
