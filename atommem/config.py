@@ -186,6 +186,7 @@ class SFTConfig:
     data: Optional[str] = None  # Parquet dir of collected SFT trajectories
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
     learner_cpus: Optional[float] = None  # CPUs (= torch threads) per learner actor in SFT, which runs alone; None = learner.num_cpus
+    zero_stage: Optional[int] = None  # ZeRO stage of the SFT learner; None = learner.zero_stage
 
 
 @dataclass

@@ -205,11 +205,12 @@ def sft_loop(learner: Any, data: SFTData, steps: int, seconds: float | None, log
 
 
 def sft_learner_config(cfg: Config) -> Config:
-    """`cfg` with the SFT learner's CPUs: SFT has the machine to itself, so it may use more threads than a
-    learner that shares the CPUs with engines and env runners in GRPO."""
-    if cfg.sft.learner_cpus is None:
-        return cfg
-    return replace(cfg, learner=replace(cfg.learner, num_cpus=cfg.sft.learner_cpus))
+    """`cfg` with the SFT learner's own CPUs and ZeRO stage where set: SFT has the machine to itself, so
+    it may use more threads than a learner sharing the CPUs with engines and env runners in GRPO, and a
+    single CPU rank gains nothing from ZeRO-3's partitioning but pays for its hooks."""
+    changes = {"num_cpus": cfg.sft.learner_cpus, "zero_stage": cfg.sft.zero_stage}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return replace(cfg, learner=replace(cfg.learner, **changes)) if changes else cfg
 
 
 def train_sft(cfg: Config) -> Path:

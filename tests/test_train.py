@@ -49,7 +49,9 @@ def test_sft_learner_takes_its_own_cpus_and_leaves_the_grpo_learner_alone():
     from atommem.config import load_config
     from atommem.train import sft_learner_config
 
-    cfg = load_config(None, ["learner.num_cpus=1", "sft.learner_cpus=2"])
+    cfg = load_config(None, ["learner.num_cpus=1", "learner.zero_stage=3", "sft.learner_cpus=2", "sft.zero_stage=0"])
     sft = sft_learner_config(cfg)
-    assert sft.learner.num_cpus == 2 and cfg.learner.num_cpus == 1 and sft.grpo == cfg.grpo
-    assert sft_learner_config(load_config(None, ["learner.num_cpus=1"])).learner.num_cpus == 1
+    assert (sft.learner.num_cpus, sft.learner.zero_stage) == (2, 0) and sft.grpo == cfg.grpo
+    assert (cfg.learner.num_cpus, cfg.learner.zero_stage) == (1, 3)
+    plain = sft_learner_config(load_config(None, ["learner.num_cpus=1", "learner.zero_stage=3"])).learner
+    assert (plain.num_cpus, plain.zero_stage) == (1, 3)
