@@ -193,8 +193,8 @@ def _write_report(run_dir: Path, report: dict) -> None:
         f"| GRPO ({report['grpo_steps']} steps, {report['grpo_train_seconds']} s) | {em['grpo']:.3f} |",
         f"| SFT trained on for the same time ({report['control_sft_steps']} more steps) | {em['sft_control']:.3f} |",
         "",
-        f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI {report['grpo_minus_sft']['ci95']}",
-        f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI {report['grpo_minus_control']['ci95']}",
+        f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI [{report['grpo_minus_sft']['ci95'][0]:+.3f}, {report['grpo_minus_sft']['ci95'][1]:+.3f}]",
+        f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI [{report['grpo_minus_control']['ci95'][0]:+.3f}, {report['grpo_minus_control']['ci95'][1]:+.3f}]",
         "(paired bootstrap, resampling episodes)",
         "",
         *([f"GRPO rollouts (sampled, temperature {report['rollout_temperature']}): EM {report['rollout_em']['first_step']:.3f} "

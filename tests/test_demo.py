@@ -54,7 +54,8 @@ def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray
     phases = {r["phase"] for r in rows}
     (grpo_row,) = [r for r in rows if r["phase"] == "grpo"]
     assert report["rollout_em"] == {"first_step": grpo_row["em"], "last_step": grpo_row["em"]}
-    assert f"EM {grpo_row['em']:.3f} at step 1 (the SFT policy)" in report_path.read_text()
+    md = report_path.read_text()
+    assert f"EM {grpo_row['em']:.3f} at step 1 (the SFT policy)" in md and f"95% CI [{lo:+.3f}, {hi:+.3f}]" in md
     assert {"sft", "grpo", "curve", "sft_control"} <= phases
     for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "config.yaml"):
         assert (run / name).is_file(), name
