@@ -19,6 +19,7 @@ class ScriptedEngine:
 
     def __init__(self, tokenizer, gate: asyncio.Event | None = None, fail: Exception | None = None):
         self.tok, self.gate, self.fail, self.calls = tokenizer, gate, fail, 0
+        self.prompts: list[str] = []
 
     async def generate(self, prompt_ids, params):
         self.calls += 1
@@ -28,6 +29,7 @@ class ScriptedEngine:
             await self.gate.wait()
         await asyncio.sleep(0)
         prompt = self.tok.decode(prompt_ids)
+        self.prompts.append(prompt)
         question = re.search(r"Question \d+ of \d+:\n(.*)\n", prompt)
         if question:
             reply = f"<final_answer> \\boxed{{{question.group(1).split()[-2]}}} </final_answer>"
@@ -82,6 +84,20 @@ def test_answer_in_question_order_with_trace_and_memory():
     assert body["usage"]["turns"] == len(body["trace"]) and body["usage"]["completion_tokens"] > 0
 
 
+def test_document_text_reaches_the_model_as_sent():
+    # Leading spaces are part of how the first word tokenizes (" zorp" is one token of the tiny tokenizer).
+    async def go():
+        client, service = _client()
+        async with client:
+            r = await client.post("/v1/answer", json={"documents": [{"title": "notes", "text": " zorp city lima ."}],
+                                                      "questions": ["city of zorp ?"]})
+        return r, service.engine.prompts
+
+    r, prompts = run(go())
+    assert r.status_code == 200, r.text
+    assert "notes\n zorp city lima ." in prompts[0]
+
+
 @pytest.mark.parametrize(
     "payload, field",
     [
@@ -92,6 +108,7 @@ def test_answer_in_question_order_with_trace_and_memory():
         ({"documents": [DOC], "questions": ["   "]}, "questions"),
         ({"documents": [{"title": "t"}], "questions": ["q ?"]}, "text"),
         ({"documents": [{"title": "t", "text": ""}], "questions": ["q ?"]}, "text"),
+        ({"documents": [{"title": "t", "text": " \n "}], "questions": ["q ?"]}, "text"),
         ({"documents": "text", "questions": ["q ?"]}, "documents"),
         ({"documents": [DOC], "questions": [3]}, "questions"),
         ({"documents": [DOC], "questions": ["q ?"], "options": {"temperature": "hot"}}, "temperature"),

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Optional
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from atommem.actions import action_kind, parse_actions, render_action
 from atommem.config import Config, from_dict, to_dict
@@ -36,11 +36,21 @@ RETRY_AFTER_S = 1
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must contain non-whitespace text")
+    return text
+
+
+# Document text is checked but kept as sent: stripping it would change how its first word tokenizes.
+DocumentText = Annotated[str, AfterValidator(_not_blank)]
+
+
 # ----------------------------------------------------------------------------- API schema
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str = Field("", description="document title (may be empty)")
-    text: NonEmpty = Field(description="document text")
+    text: DocumentText = Field(description="document text (kept as sent, leading spaces included)")
 
 
 class AnswerOptions(BaseModel):
