@@ -29,11 +29,14 @@ if TYPE_CHECKING:
     from atommem.env.memory_env import MemoryEnv
 
 
+def _entry_words(retrieved_text: str) -> list[list[str]]:
+    """Words of each entry's text in rendered `Memory {id}: {text}` lines, in rank order."""
+    return [line.partition(": ")[2].split() for line in retrieved_text.splitlines()]
+
+
 def _lookup(retrieved_text: str, entity: str, attribute: str) -> str | None:
-    """Value of (entity, attribute) in rendered `Memory {id}: {text}` lines, or None."""
-    for line in retrieved_text.splitlines():
-        _, _, text = line.partition(": ")
-        words = text.split()
+    """Value of (entity, attribute) in the rendered retrieval block, or None."""
+    for words in _entry_words(retrieved_text):
         if len(words) >= 3 and words[0] == entity and words[1] == attribute:
             return words[2]
     return None
@@ -128,12 +131,8 @@ class OraclePolicy:
 
 
 def _top_value(retrieved_text: str) -> str | None:
-    """Last word of the first rendered `Memory {id}: {text}` line (the value of an `e a v` entry), or None."""
-    for line in retrieved_text.splitlines():
-        words = line.partition(": ")[2].split()
-        if words:
-            return words[-1]
-    return None
+    """Last word of the top non-empty retrieved entry (the value of an `e a v` entry), or None."""
+    return next((words[-1] for words in _entry_words(retrieved_text) if words), None)
 
 
 def _answer(value: str) -> str:
