@@ -158,10 +158,14 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     _write_report(run_dir, report)
     print(f"report: {run_dir / 'report.md'}")
     print(f"dev EM: SFT {ev_sft['em']:.3f} -> GRPO {ev_grpo['em']:.3f} "
-          f"(n={n_questions} questions, 95% CI of diff [{lo_sft:+.3f}, {hi_sft:+.3f}])")
+          f"(n={n_questions} questions, 95% CI of diff {_ci(lo_sft, hi_sft)})")
     print(f"dev EM: SFT trained on for the same time {ev_ctrl['em']:.3f} "
-          f"(GRPO - control {d_ctrl:+.3f}, 95% CI [{lo_ctrl:+.3f}, {hi_ctrl:+.3f}])")
+          f"(GRPO - control {d_ctrl:+.3f}, 95% CI {_ci(lo_ctrl, hi_ctrl)})")
     return run_dir / "report.md"
+
+
+def _ci(lo: float, hi: float) -> str:
+    return f"[{lo:+.3f}, {hi:+.3f}]"
 
 
 def _rollout_em(run_dir: Path) -> dict:
@@ -193,8 +197,8 @@ def _write_report(run_dir: Path, report: dict) -> None:
         f"| GRPO ({report['grpo_steps']} steps, {report['grpo_train_seconds']} s) | {em['grpo']:.3f} |",
         f"| SFT trained on for the same time ({report['control_sft_steps']} more steps) | {em['sft_control']:.3f} |",
         "",
-        f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI [{report['grpo_minus_sft']['ci95'][0]:+.3f}, {report['grpo_minus_sft']['ci95'][1]:+.3f}]",
-        f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI [{report['grpo_minus_control']['ci95'][0]:+.3f}, {report['grpo_minus_control']['ci95'][1]:+.3f}]",
+        f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_sft']['ci95'])}",
+        f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_control']['ci95'])}",
         "(paired bootstrap, resampling episodes)",
         "",
         *([f"GRPO rollouts (sampled, temperature {report['rollout_temperature']}): EM {report['rollout_em']['first_step']:.3f} "
