@@ -38,6 +38,8 @@ class EmbedderConfig:
 class MemoryConfig:
     top_k: int = 6  # entries retrieved per query
     render_budget_tokens: int = 4096  # token budget of the rendered retrieval block
+    max_entries: Optional[int] = None  # long-term entries an episode may hold; an add beyond is an action error (None = unbounded)
+    tie_margin: float = 0.0  # retrieval scores within this margin of their group's best count as equal; equal scores go to the older entry (lower id)
 
 
 @dataclass
@@ -66,6 +68,9 @@ class SynthConfig:
     doc_num: Optional[int] = None  # documents per sample; None = as many as the facts need
     name_vocab: int = 300  # size of the invented-name pool
     seed: int = 0  # RNG seed
+    task: Literal["facts", "revisions"] = "facts"  # facts: every fact once, shuffled; revisions: asked facts restated later with new values (latest wins), one asked fact per document at most, every document exactly facts_per_chunk lines
+    revised_fraction: float = 0.5  # revisions: share of asked (entity, attribute) keys restated later with a new value
+    max_revisions: int = 1  # revisions: a revised key is restated 1..max_revisions times, each time with a value it never had
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atommem.memory import HashEmbedder, MemoryEntry, MemoryStore
+from atommem.memory import HashEmbedder, MemoryEntry, MemoryFullError, MemoryStore
 
 EMB = HashEmbedder(dim=256)
 
@@ -131,3 +131,39 @@ def test_scratchpad_is_plain_state():
     assert s.scratchpad == ""
     s.scratchpad = "look for zorp"
     assert s.scratchpad == "look for zorp" and len(s) == 0
+
+
+def test_max_entries_refuses_an_add_until_one_is_deleted():
+    s = MemoryStore(dim=256, max_entries=2)
+    add(s, "zorp city lima")
+    assert not s.full
+    add(s, "blix city paris")
+    assert s.full
+    with pytest.raises(MemoryFullError, match="max_entries=2"):
+        add(s, "quux pet cat")
+    assert [e.text for e in s.entries()] == ["zorp city lima", "blix city paris"]
+    assert s.modify(1, "zorp city oslo", EMB.embed(["zorp city oslo"])[0])  # modify needs no room
+    assert s.delete(2) and not s.full
+    assert add(s, "quux pet cat") == 3
+
+
+def test_tie_margin_ranks_a_stale_duplicate_above_its_newer_copy():
+    # Value words shift the cosine a little ("lemonade" has more trigrams than "tea"): without a margin the
+    # order of two copies of one key depends on the values; with it the older copy always comes first.
+    q = EMB.embed(["zorp drink"], query=True)[0]
+    plain_orders = []
+    for old, new in [("tea", "lemonade"), ("lemonade", "tea")]:
+        plain, tied = MemoryStore(dim=256), MemoryStore(dim=256, tie_margin=0.15)
+        for s in (plain, tied):
+            for text in (f"zorp drink {old}", "zorp city lima", f"zorp drink {new}"):
+                add(s, text)
+        assert [e.id for e, _ in tied.search(q)] == [1, 3, 2]  # the near miss stays below both copies
+        plain_orders.append([e.id for e, _ in plain.search(q)])
+    assert plain_orders == [[1, 3, 2], [3, 1, 2]]  # without the margin the shorter value wins
+    a, b = (np.array([1.0, 0.0], np.float32), np.array([0.99, 0.141], np.float32))
+    s = MemoryStore(dim=2, tie_margin=0.05)
+    s.add("b", b)
+    s.add("a", a)
+    assert [e.text for e, _ in s.search(a)] == ["b", "a"]  # 0.99 vs 1.0: within the margin, older first
+    s.tie_margin = 0.001
+    assert [e.text for e, _ in s.search(a)] == ["a", "b"]

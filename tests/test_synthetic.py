@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -102,3 +103,53 @@ def test_every_word_is_space_preceded():
             if word not in ("notes",):
                 assert f"\n{word} " not in context and f"\n{word}\n" not in context
         assert all(d.text.startswith(" ") for d in s.documents)
+
+
+REV = SynthConfig(
+    task="revisions", num_entities=3, num_attributes=3, facts_per_chunk=2, min_questions=1, max_questions=2,
+    revised_fraction=0.5, max_revisions=2, doc_num=7,
+)
+
+
+def _lines(doc) -> list[tuple[str, str, str]]:
+    return [tuple(f.split()) for f in doc.text.split(" .") if f.strip()]
+
+
+def test_revisions_latest_statement_is_gold_and_states_mark_each_statement():
+    revised = 0
+    for s in generate_synthetic(REV, 60, seed=5):
+        meta = s.metadata
+        assert len(s.documents) == REV.doc_num and all(len(_lines(d)) == REV.facts_per_chunk for d in s.documents)
+        asked = {(c["entity"], c["path"][0]) for c in meta["chains"]}
+        stream = [f for d in s.documents for f in _lines(d)]
+        markers = dict(meta["turn_states"]["markers"])
+        for q, c in zip(s.questions, meta["chains"]):
+            key = (c["entity"], c["path"][0])
+            said = [v for e, a, v in stream if (e, a) == key]
+            assert said == meta["revisions"][" ".join(key)] and len(set(said)) == len(said)  # always a new value
+            assert q.answers == [said[-1]] and 1 <= len(said) <= 1 + REV.max_revisions
+            assert [markers[f"{' '.join(key)} {v} ."] for v in said] == ["relevant"] + ["revision"] * (len(said) - 1)
+            revised += len(said) > 1
+        for d in s.documents:  # at most one statement of an asked key per document
+            assert sum((e, a) in asked for e, a, _ in _lines(d)) <= 1
+        near = [(e, a) for e, a, _ in stream if e in meta["entities"] and (e, a) not in asked]
+        assert near and len(set(near)) == len(near)  # near misses: the sample's other facts, each once
+    assert 0.3 < revised / sum(len(s.questions) for s in generate_synthetic(REV, 60, seed=5)) < 0.7
+
+
+def test_revisions_settings_and_default_task_unchanged():
+    none = generate_synthetic(dataclasses.replace(REV, revised_fraction=0.0), 20)
+    assert all(len(v) == 1 for s in none for v in s.metadata["revisions"].values())
+    always = generate_synthetic(dataclasses.replace(REV, revised_fraction=1.0, max_revisions=1), 20)
+    assert all(len(v) == 2 for s in always for v in s.metadata["revisions"].values())
+    # the default task ignores the revision settings: same samples whatever they are
+    base = SynthConfig()
+    assert [s.to_row() for s in generate_synthetic(base, 3)] == [
+        s.to_row() for s in generate_synthetic(dataclasses.replace(base, revised_fraction=0.9, max_revisions=3), 3)
+    ]
+    with pytest.raises(ConfigError, match="doc_num"):
+        generate_synthetic(dataclasses.replace(REV, doc_num=5), 1)
+    with pytest.raises(ConfigError, match="two_hop_fraction"):
+        generate_synthetic(dataclasses.replace(REV, two_hop_fraction=0.5), 1)
+    with pytest.raises(ConfigError, match="max_revisions"):
+        generate_synthetic(dataclasses.replace(REV, max_revisions=0), 1)

@@ -10,6 +10,14 @@ answer is one value word. Facts nobody asks about (other people, unasked attribu
 distractors. `doc_num` above what the facts need pads with documents about extra people, so any context
 length can be made. Everything is seeded: the same config and seed give the same samples.
 `Sample.metadata` keeps the facts and, per question, the chain of facts that answers it.
+
+`task: revisions` (1-hop only) makes memory management decide the score: a share (`revised_fraction`) of
+the asked (entity, attribute) keys is restated later in the stream with a new value, 1..`max_revisions`
+times; the latest statement is the gold answer, so an agent must update what it stored. Every document
+holds exactly `facts_per_chunk` lines and at most one statement of an asked key; the other lines are near
+misses (facts of the same people nobody asks about: they share the entity or the attribute of an asked
+key), then, up to `doc_num` documents, facts about outside people. `metadata["turn_states"]` tells the
+env which kind of state each chunk is (`revision`, `relevant`, else `distractor`) for per-state metrics.
 """
 
 from __future__ import annotations
@@ -87,6 +95,21 @@ def _check(cfg: SynthConfig) -> None:
         raise ConfigError("data.synth: 2-hop questions need num_entities >= 2 (a friend must be someone else)")
     if cfg.num_entities > cfg.name_vocab:
         raise ConfigError(f"data.synth.name_vocab ({cfg.name_vocab}) must be >= num_entities ({cfg.num_entities})")
+    if cfg.task == "revisions":
+        if cfg.two_hop_fraction > 0:
+            raise ConfigError("data.synth.task=revisions asks 1-hop questions only: set two_hop_fraction to 0")
+        if not 0.0 <= cfg.revised_fraction <= 1.0:
+            raise ConfigError(f"data.synth.revised_fraction must be in [0, 1], got {cfg.revised_fraction}")
+        if cfg.max_revisions < 1:
+            raise ConfigError(f"data.synth.max_revisions must be >= 1, got {cfg.max_revisions}")
+        if max(len(vals) for vals in ATTRIBUTE_VALUES.values()) <= cfg.max_revisions:
+            raise ConfigError(f"data.synth.max_revisions={cfg.max_revisions}: a key runs out of new values")
+        statements = cfg.max_questions * (1 + cfg.max_revisions)
+        if cfg.doc_num is not None and cfg.doc_num < statements:
+            raise ConfigError(
+                f"data.synth.doc_num={cfg.doc_num} is too small for task=revisions: max_questions x (1 + max_revisions)"
+                f" = {statements} statements of asked keys need one document each"
+            )
 
 
 def _one_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_id: str) -> Sample:
@@ -161,10 +184,83 @@ def _one_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_i
     )
 
 
+def _outside_facts(names: list[str], entities: list[str], count: int, rng: random.Random) -> list[list[str]]:
+    """`count` facts about people outside the sample (padding), every attribute of one person before the next."""
+    others = [n for n in names if n not in set(entities)]
+    rng.shuffle(others)
+    out: list[list[str]] = []
+    while len(out) < count:
+        if not others:
+            raise ConfigError("data.synth.doc_num: not enough invented names for the padding; raise name_vocab")
+        person = others.pop()
+        out.extend([person, a, rng.choice(ATTRIBUTE_VALUES[a])] for a in rng.sample(ATTRIBUTES, len(ATTRIBUTES)))
+    return out[:count]
+
+
+def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_id: str) -> Sample:
+    entities = rng.sample(names, cfg.num_entities)
+    attributes = rng.sample(ATTRIBUTES, cfg.num_attributes)
+    value = {(e, a): rng.choice(ATTRIBUTE_VALUES[a]) for e in entities for a in attributes}
+    n_questions = min(rng.randint(cfg.min_questions, cfg.max_questions), len(value))
+    asked = rng.sample(sorted(value), n_questions)
+
+    # Each asked key's values in stream order: the first statement, then its revisions (always a new value).
+    history: dict[tuple[str, str], list[str]] = {}
+    for key in asked:
+        values = [value[key]]
+        if rng.random() < cfg.revised_fraction:
+            fresh = [v for v in ATTRIBUTE_VALUES[key[1]] if v != values[0]]
+            values += rng.sample(fresh, rng.randint(1, cfg.max_revisions))
+        history[key] = values
+
+    # One document per statement of an asked key (keys interleaved, each key's own order kept).
+    order = [key for key in asked for _ in history[key]]
+    rng.shuffle(order)
+    per_doc = cfg.facts_per_chunk
+    near_miss = [[e, a, v] for (e, a), v in value.items() if (e, a) not in history]
+    rng.shuffle(near_miss)
+    doc_num = cfg.doc_num if cfg.doc_num is not None else max(len(order), -(-(len(order) + len(near_miss)) // per_doc))
+    relevant_docs = sorted(rng.sample(range(doc_num), len(order)))
+    slots = doc_num * per_doc - len(order)
+    distractors = near_miss[:slots]
+    filler = _outside_facts(names, entities, slots - len(distractors), rng)
+    others = iter(distractors + filler)
+    seen: dict[tuple[str, str], int] = {}
+    states: list[list[str]] = []  # [line, state] for every statement of an asked key
+    documents = []
+    statement_of_doc = dict(zip(relevant_docs, order))
+    for k in range(doc_num):
+        lines = [next(others) for _ in range(per_doc - (k in statement_of_doc))]
+        if k in statement_of_doc:
+            e, a = key = statement_of_doc[k]
+            fact = [e, a, history[key][seen.get(key, 0)]]
+            states.append([f"{' '.join(fact)} .", "revision" if seen.get(key, 0) else "relevant"])
+            seen[key] = seen.get(key, 0) + 1
+            lines.insert(rng.randrange(len(lines) + 1), fact)
+        documents.append(Document(f"notes {k}", "".join(f" {e} {a} {v} ." for e, a, v in lines)))
+    facts = [[e, a, v] for key in asked for e, a in [key] for v in history[key]] + distractors
+    return Sample(
+        id=sample_id,
+        source="synthetic",
+        documents=documents,
+        questions=[Question(f"{a} of {e} ?", [history[(e, a)][-1]]) for e, a in asked],
+        metadata={
+            "facts": facts,
+            "filler_facts": filler,
+            "chains": [{"entity": e, "path": [a], "facts": [[e, a, history[(e, a)][-1]]]} for e, a in asked],
+            "entities": entities,
+            "attributes": attributes,
+            "revisions": {f"{e} {a}": history[(e, a)] for e, a in asked},
+            "turn_states": {"markers": states, "default": "distractor"},
+        },
+    )
+
+
 def generate_synthetic(cfg: SynthConfig, n: int | None = None, seed: int | None = None) -> list[Sample]:
     """`n` (default cfg.num_samples) samples; sample i depends only on (seed, i) and the config."""
     _check(cfg)
     seed = cfg.seed if seed is None else seed
     n = cfg.num_samples if n is None else n
     names = name_pool(cfg.name_vocab)
-    return [_one_sample(cfg, names, random.Random(f"atommem-synth:{seed}:{i}"), f"synth-{seed}-{i}") for i in range(n)]
+    make = _revision_sample if cfg.task == "revisions" else _one_sample
+    return [make(cfg, names, random.Random(f"atommem-synth:{seed}:{i}"), f"synth-{seed}-{i}") for i in range(n)]

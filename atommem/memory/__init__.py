@@ -9,7 +9,7 @@ from atommem.memory.embedders import (
     SentenceTransformerEmbedder,
     make_embedder,
 )
-from atommem.memory.store import MemoryEntry, MemoryStore
+from atommem.memory.store import MemoryEntry, MemoryFullError, MemoryStore
 
 __all__ = [
     "BatchingEmbedder",
@@ -17,6 +17,7 @@ __all__ = [
     "EmbedderError",
     "HashEmbedder",
     "MemoryEntry",
+    "MemoryFullError",
     "MemoryStore",
     "OpenAIEmbedder",
     "SentenceTransformerEmbedder",

@@ -3,6 +3,13 @@
 Each episode owns one MemoryStore, so retrieval, modify and delete can only ever touch that
 episode's entries (the reference shared one index across rollouts and matched by text).
 
+Capacity: with `max_entries` set, `add` on a full store is refused (`full` says so beforehand; the env
+turns it into an action error the agent sees). Ranking: cosine similarity, best first; scores within
+`tie_margin` of the best score of their group count as equal and equal scores go to the OLDER entry
+(lower id). With a margin above the spread that value words cause among entries sharing their entity and
+attribute, a stale duplicate of a fact always outranks its newer copy, so storing a revision as a new
+entry instead of modifying the old one really costs the answer.
+
 Index choice: a preallocated float32 numpy matrix. For the ~200 entries of an episode a matrix-vector
 product plus argpartition measured ~9 us per top-6 search against ~20 us for faiss
 IndexIDMap2(IndexFlatIP) (faiss' per-call overhead dominates at this size), and delete is an O(dim)
@@ -27,6 +34,10 @@ def whitespace_token_count(text: str) -> int:
     return len(text.split())
 
 
+class MemoryFullError(ValueError):
+    """`add` on a store holding `max_entries` entries."""
+
+
 class MemoryStore:
     """Scratchpad + long-term entries of ONE episode. Ids start at 1 and are never reused."""
 
@@ -38,11 +49,19 @@ class MemoryStore:
         top_k: int = 6,
         render_budget_tokens: int = 4096,
         count_tokens: Callable[[str], int] | None = None,
+        max_entries: int | None = None,
+        tie_margin: float = 0.0,
     ):
         if dim <= 0:
             raise ValueError(f"MemoryStore dim must be positive, got {dim}")
+        if max_entries is not None and max_entries < 1:
+            raise ValueError(f"MemoryStore max_entries must be >= 1 or None, got {max_entries}")
+        if tie_margin < 0:
+            raise ValueError(f"MemoryStore tie_margin must be >= 0, got {tie_margin}")
         self.dim = dim
         self.top_k = top_k
+        self.max_entries = max_entries
+        self.tie_margin = tie_margin
         self.render_budget_tokens = render_budget_tokens
         self.count_tokens = count_tokens or whitespace_token_count
         self.scratchpad = ""
@@ -60,7 +79,13 @@ class MemoryStore:
         norm = float(np.linalg.norm(v))
         return v / norm if norm > 0 else v
 
+    @property
+    def full(self) -> bool:
+        return self.max_entries is not None and self._n >= self.max_entries
+
     def add(self, text: str, embedding: np.ndarray) -> int:
+        if self.full:
+            raise MemoryFullError(f"memory holds max_entries={self.max_entries} entries; delete one first")
         vec = self._unit(embedding)
         if self._n == self._matrix.shape[0]:
             self._matrix = np.concatenate([self._matrix, np.zeros_like(self._matrix)])
@@ -110,13 +135,15 @@ class MemoryStore:
         return id in self._texts
 
     def search(self, query_embedding: np.ndarray, k: int | None = None) -> list[tuple[MemoryEntry, float]]:
-        """Top-k entries by cosine similarity, best first; ties go to the lower id."""
+        """Top-k entries by cosine similarity, best first; ties (within `tie_margin`) go to the lower id."""
         k = self.top_k if k is None else k
         n = self._n
         if k <= 0 or n == 0:
             return []
         scores = self._matrix[:n] @ self._unit(query_embedding)
         ids = self._row_ids[:n]
+        if self.tie_margin > 0:
+            return [(MemoryEntry(int(ids[r]), self._texts[int(ids[r])]), float(scores[r])) for r in self._tied_order(scores, ids)[:k]]
         if n > k:
             # keep everything scoring at least the k-th best so ties at the cut are broken by id
             kth = np.partition(scores, n - k)[n - k]
@@ -125,6 +152,20 @@ class MemoryStore:
             rows = np.arange(n)
         order = rows[np.lexsort((ids[rows], -scores[rows]))][:k]
         return [(MemoryEntry(int(ids[r]), self._texts[int(ids[r])]), float(scores[r])) for r in order]
+
+    def _tied_order(self, scores: np.ndarray, ids: np.ndarray) -> list[int]:
+        """Rows best first: walking down the scores, every row within `tie_margin` of the first row of its
+        group joins that group, and each group is ordered by id (older first)."""
+        ranked = np.lexsort((ids, -scores))
+        order: list[int] = []
+        start = 0
+        while start < len(ranked):
+            end = start + 1
+            while end < len(ranked) and scores[ranked[start]] - scores[ranked[end]] <= self.tie_margin:
+                end += 1
+            order += sorted(ranked[start:end].tolist(), key=lambda r: ids[r])
+            start = end
+        return order
 
     def render(self, results: list[MemoryEntry]) -> str:
         """``Memory {id}: {text}`` lines in the given (rank) order, stopping before the token budget is exceeded."""
