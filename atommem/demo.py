@@ -52,8 +52,8 @@ def _rates(ev: dict) -> dict:
 def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides: tuple[str, ...] = ()) -> Path:
     from atommem.data.prepare import prepare
     from atommem.data.schema import read_samples
-    from atommem.eval.metrics import paired_bootstrap_diff
-    from atommem.learner.group import LearnerGroup
+    from atommem.eval.scores import paired_bootstrap_diff
+    from atommem.learner.learner_group import LearnerGroup
     from atommem.models.tiny import ensure_model
     from atommem.runtime import init_ray
     from atommem.train import GRPOTrainer, SFTData, EpochSampler, collect_sft, sft_learner_config, sft_loop

@@ -13,9 +13,11 @@ class UserError(RuntimeError):
     """Anything a user can act on (missing model path, missing GPU, bad input); the message says the fix."""
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from atommem.engines.base import EngineError
+class EngineError(RuntimeError):
+    """An engine cannot serve (bad model path, server down, missing GPU); the message says what to fix."""
 
+
+def user_error_types() -> tuple[type[BaseException], ...]:
     return (UserError, ConfigError, DataError, EngineError, FileNotFoundError)
 
 

@@ -126,7 +126,7 @@ def collect_sft(cfg: Config) -> tuple[Path, list]:
 
     Returns the Parquet dir written and the kept trajectories' object refs."""
     from atommem.rollout.records import make_requests
-    from atommem.rollout.runner_group import EnvRunnerGroup
+    from atommem.rollout.env_runner_group import EnvRunnerGroup
     from atommem.runtime import init_ray
 
     run_dir = Path(cfg.trainer.run_dir)
@@ -215,7 +215,7 @@ def sft_learner_config(cfg: Config) -> Config:
 
 def train_sft(cfg: Config) -> Path:
     """SFT on teacher trajectories; writes `<run_dir>/sft/model` (HF dir) and a learner checkpoint."""
-    from atommem.learner.group import LearnerGroup
+    from atommem.learner.learner_group import LearnerGroup
     from atommem.runtime import init_ray
 
     run_dir = Path(cfg.trainer.run_dir)
@@ -245,7 +245,7 @@ def evaluate_on_engines(cfg: Config, engines: list, model_path: str, samples: li
 
     Returns rollout_stats plus `correct_by_episode` in the order of `samples` (for paired bootstraps)."""
     from atommem.rollout.records import make_requests
-    from atommem.rollout.runner_group import EnvRunnerGroup
+    from atommem.rollout.env_runner_group import EnvRunnerGroup
 
     own = runners is None
     if own:
@@ -274,9 +274,9 @@ class GRPOTrainer:
     """Owns the engines, the rollout runners and the learner group for one GRPO run."""
 
     def __init__(self, cfg: Config, model_path: str, logger: RunLogger):
-        from atommem.learner.group import LearnerGroup
+        from atommem.learner.learner_group import LearnerGroup
         from atommem.rollout.buffer import GroupBuffer
-        from atommem.rollout.runner_group import EnvRunnerGroup
+        from atommem.rollout.env_runner_group import EnvRunnerGroup
 
         self.cfg = cfg
         self.logger = logger
@@ -368,7 +368,7 @@ class GRPOTrainer:
 
     # -- evaluation on the live engines (greedy by default)
     def evaluate(self, samples: list[Sample], tag: str) -> dict:
-        from atommem.rollout.runner_group import EnvRunnerGroup
+        from atommem.rollout.env_runner_group import EnvRunnerGroup
 
         if self.eval_runners is None:
             self.eval_runners = EnvRunnerGroup(self.cfg, "model", self.engines, self.model_path,

@@ -2,7 +2,7 @@
 
 Both modes play the same synthetic episodes with the same number of concurrent envs against the same
 engine, in one process (asyncio, no Ray):
-  async    - `EnvRunner` (atommem.rollout.worker): every env sends its next request as soon as its last
+  async    - `EnvRunner` (atommem.rollout.env_runner): every env sends its next request as soon as its last
              step is done and steps as soon as its own response is back.
   lockstep - the reference's batching: the turn-t requests of all live envs go to the engine together,
              every env waits for the slowest response, then all step; a wave of episodes ends when its
@@ -46,7 +46,7 @@ from atommem.env.memory_env import MemoryEnv
 from atommem.memory.embedders import BatchingEmbedder, make_embedder
 from atommem.policies.oracle import OraclePolicy
 from atommem.rollout.records import EpisodeRequest, make_requests
-from atommem.rollout.worker import EnvRunner, builtin_policy_factory
+from atommem.rollout.env_runner import EnvRunner, builtin_policy_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,11 +159,11 @@ async def run_async(cfg: Config, requests: list[EpisodeRequest], engine, factory
 
 
 async def run_lockstep(cfg: Config, requests: list[EpisodeRequest], engine, factory, tokenizer) -> int:
-    from atommem.rollout.engine_pool import EngineGroup
+    from atommem.rollout.replica_router import ReplicaRouter
 
     base = make_embedder(cfg.embedder)
     embedder = BatchingEmbedder(base)
-    group = EngineGroup([engine])
+    group = ReplicaRouter([engine])
     n_envs = cfg.rollout.envs_per_worker
     steps = 0
     for start in range(0, len(requests), n_envs):
@@ -233,7 +233,8 @@ def bench_sim(args, cfg: Config, requests) -> dict:
 
 def bench_hf(args, cfg: Config, samples) -> dict:
     from atommem.engines.actor import make_engine
-    from atommem.models.tiny import ensure_model, load_tokenizer
+    from atommem.models.loading import load_tokenizer
+    from atommem.models.tiny import ensure_model
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg.model.path = str(Path(tmp) / "tiny")

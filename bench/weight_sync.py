@@ -23,7 +23,7 @@ import time
 import torch
 import torch.multiprocessing as mp
 
-from atommem.learner.weight_sync import WeightReceiver, WeightSender, free_port
+from atommem.weight_sync.process_group import WeightReceiver, WeightSender, free_port
 
 
 def build_state(args) -> dict[str, torch.Tensor]:

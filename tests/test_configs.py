@@ -111,7 +111,8 @@ def test_demo_config_chunks_hold_exactly_one_whole_fact(tmp_path):
 
     from atommem.data.synthetic import generate_synthetic
     from atommem.env.chunking import chunk_documents
-    from atommem.models.tiny import ensure_model, load_tokenizer
+    from atommem.models.loading import load_tokenizer
+    from atommem.models.tiny import ensure_model
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml")
     tok = load_tokenizer(ensure_model(dataclasses.replace(cfg.model, path=str(tmp_path / "m")), cfg.data.synth))

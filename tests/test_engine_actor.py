@@ -9,7 +9,8 @@ import torch
 
 from atommem.config import EngineConfig
 from atommem.engines.actor import EngineClient, make_engine, make_engine_actor
-from atommem.engines.base import EngineError, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import SamplingParams
 from helpers_models import make_tiny_model_dir
 
 pytestmark = pytest.mark.ray

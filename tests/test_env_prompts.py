@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from atommem.actions import TAG_NAMES
-from atommem.env.memory_env import Observation
+from atommem.env.observation import Observation
 from atommem.memory.store import MemoryEntry
 from atommem.env.prompts import render_messages
 

@@ -8,11 +8,12 @@ import pytest
 from ray.exceptions import ActorUnavailableError
 
 from atommem.data.synthetic import generate_synthetic
-from atommem.engines.base import EngineError, Generation, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import Generation, SamplingParams
 from atommem.policies.oracle import OraclePolicy
-from atommem.rollout.engine_pool import EngineGroup
+from atommem.rollout.replica_router import ReplicaRouter
 from atommem.rollout.records import TrajectorySummary, make_requests
-from atommem.rollout.worker import EnvRunner
+from atommem.rollout.env_runner import EnvRunner
 from rollout_support import small_config
 
 
@@ -101,7 +102,7 @@ class CountingEngine:
 
 def test_engine_group_least_loaded_and_sticky():
     engines = [CountingEngine(), CountingEngine(), CountingEngine()]
-    group = EngineGroup(engines)
+    group = ReplicaRouter(engines)
     clients = [group.acquire(f"ep{i}") for i in range(6)]
     assert group.load() == [2, 2, 2]
     first = clients[0].replica
@@ -120,17 +121,17 @@ def test_engine_group_least_loaded_and_sticky():
 
 def test_engine_group_retries_a_restarting_replica_then_moves_the_episode():
     flaky = CountingEngine(fail_first=2)
-    group = EngineGroup([flaky], max_retries=3, retry_wait_s=0.0)
+    group = ReplicaRouter([flaky], max_retries=3, retry_wait_s=0.0)
     gen = asyncio.run(group.acquire("a").generate([1], SamplingParams()))
     assert gen.weight_version == 3 and flaky.calls == 3 and group.retries == 2
 
     dead, healthy = CountingEngine(fail_first=10**6), CountingEngine()
-    group = EngineGroup([dead, healthy], max_retries=2, retry_wait_s=0.0)
+    group = ReplicaRouter([dead, healthy], max_retries=2, retry_wait_s=0.0)
     client = group.acquire("b")
     assert client.replica == 0
     asyncio.run(client.generate([1], SamplingParams()))
     assert client.replica == 1 and healthy.calls == 1 and group.load() == [0, 1]
 
-    group = EngineGroup([CountingEngine(fail_first=10**6)], max_retries=2, retry_wait_s=0.0)
+    group = ReplicaRouter([CountingEngine(fail_first=10**6)], max_retries=2, retry_wait_s=0.0)
     with pytest.raises(EngineError, match="failed"):
         asyncio.run(group.acquire("c").generate([1], SamplingParams()))

@@ -11,7 +11,7 @@ from ray import cloudpickle
 from atommem.data.synthetic import generate_synthetic
 from atommem.rollout.buffer import GroupBuffer
 from atommem.rollout.records import make_requests
-from atommem.rollout.runner_group import EnvRunnerGroup
+from atommem.rollout.env_runner_group import EnvRunnerGroup
 from rollout_support import FailOn, small_config
 
 pytestmark = pytest.mark.ray

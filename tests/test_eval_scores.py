@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from atommem.eval.metrics import (
+from atommem.eval.scores import (
     EpisodeScore,
     action_rates,
     bucket_labels,

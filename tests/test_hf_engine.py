@@ -8,7 +8,8 @@ import threading
 import pytest
 import torch
 
-from atommem.engines.base import Engine, EngineError, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import Engine, SamplingParams
 from atommem.engines.hf import HFEngine
 from helpers_models import make_tiny_model_dir
 
@@ -168,7 +169,8 @@ def test_missing_model_is_an_engine_error(tmp_path):
 
 
 def test_receive_weights_from_a_gloo_sender(engine, prompts):
-    from atommem.learner.weight_sync import WeightSender, free_port
+    from atommem.weight_sync.base import free_port
+    from atommem.weight_sync.process_group import WeightSender
 
     port = free_port()
     new = scrambled(engine, seed=9)

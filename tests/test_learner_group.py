@@ -41,7 +41,7 @@ def setup(ray_local, tmp_path_factory):
     from helpers_models import make_tiny_model_dir
     from transformers import AutoConfig
 
-    from atommem.learner.group import LearnerGroup
+    from atommem.learner.learner_group import LearnerGroup
 
     model_dir = make_tiny_model_dir(tmp_path_factory.mktemp("learner"))
     cfg = Config()

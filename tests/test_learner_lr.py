@@ -7,7 +7,7 @@ import math
 import pytest
 
 from atommem.config import Config
-from atommem.learner.worker import deepspeed_config, lr_lambda
+from atommem.learner.learner_worker import deepspeed_config, lr_lambda
 
 
 def test_warmup_then_constant():

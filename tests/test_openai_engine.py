@@ -12,7 +12,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from atommem.engines.base import EngineError, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import SamplingParams
 from atommem.engines.openai import OpenAIEngine
 
 EOS = 1

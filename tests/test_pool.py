@@ -179,7 +179,7 @@ def test_bad_bounds_are_config_errors(bad):
 def test_pool_scales_up_under_load_and_back_down_on_local_ray(ray_local):
     from atommem.data.synthetic import generate_synthetic
     from atommem.rollout.records import make_requests
-    from atommem.rollout.runner_group import EnvRunnerGroup
+    from atommem.rollout.env_runner_group import EnvRunnerGroup
     from rollout_support import small_config
 
     latency_s = 0.1

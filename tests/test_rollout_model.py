@@ -9,9 +9,9 @@ from atommem.data.synthetic import generate_synthetic
 from atommem.engines.hf import HFEngine
 from atommem.env.memory_env import MemoryEnv
 from atommem.memory.embedders import make_embedder
-from atommem.models.tiny import load_tokenizer
+from atommem.models.loading import load_tokenizer
 from atommem.rollout.records import make_requests
-from atommem.rollout.worker import EnvRunner
+from atommem.rollout.env_runner import EnvRunner
 from helpers_models import TEST_SYNTH, make_tiny_model_dir
 from rollout_support import small_config
 

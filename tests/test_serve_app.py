@@ -7,7 +7,8 @@ import httpx
 import pytest
 
 from atommem.config import Config
-from atommem.engines.base import EngineError, Generation
+from atommem.errors import EngineError
+from atommem.engines.base import Generation
 from atommem.serve.app import AnswerService, create_app
 from tests.env_support import build_tokenizer
 

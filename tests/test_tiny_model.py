@@ -11,7 +11,8 @@ import torch
 from atommem.config import ModelConfig, SynthConfig, TinyModelConfig
 from atommem.data.synthetic import synthetic_vocabulary
 from atommem.errors import UserError
-from atommem.models.tiny import count_parameters, ensure_model, load_model, load_tokenizer
+from atommem.models.loading import load_model, load_tokenizer
+from atommem.models.tiny import count_parameters, ensure_model
 from helpers_models import TEST_SYNTH, make_tiny_model_dir, tiny_test_config
 
 

@@ -8,7 +8,8 @@ import threading
 import pytest
 import torch
 
-from atommem.engines.base import EngineError, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import SamplingParams
 from helpers_models import make_tiny_model_dir
 
 
@@ -65,10 +66,11 @@ def test_vllm_greedy_matches_hf_and_logprobs_are_raw(vllm_engine):
 
 @pytest.mark.gpu
 def test_vllm_weight_sync_over_nccl_and_sleep(vllm_engine):
-    from atommem.learner.weight_sync import WeightSender, free_port
+    from atommem.weight_sync.base import free_port
+    from atommem.weight_sync.process_group import WeightSender
 
     engine, path = vllm_engine
-    from atommem.models.tiny import load_model
+    from atommem.models.loading import load_model
 
     model = load_model(path)
     g = torch.Generator().manual_seed(0)

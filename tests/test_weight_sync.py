@@ -7,7 +7,8 @@ import threading
 import pytest
 import torch
 
-from atommem.learner.weight_sync import TensorSpec, WeightReceiver, WeightSender, free_port, plan_buckets
+from atommem.weight_sync.base import TensorSpec, free_port, plan_buckets
+from atommem.weight_sync.process_group import WeightReceiver, WeightSender
 
 
 def run_sync(named_tensors, bucket_bytes, num_receivers=1, syncs=1):

@@ -15,7 +15,8 @@ from typing import Any, Iterable
 import torch
 
 from atommem.config import EngineConfig
-from atommem.engines.base import Engine, EngineError, Generation, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import Engine, Generation, SamplingParams
 
 
 def make_engine(

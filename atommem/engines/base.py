@@ -34,7 +34,3 @@ class Engine(Protocol):
         """Load new weights (names/dtypes as the HF model) and stamp later generations with `version`."""
 
     async def health(self) -> dict: ...
-
-
-class EngineError(RuntimeError):
-    """An engine cannot serve (bad model path, server down, missing GPU); the message says what to fix."""

@@ -32,7 +32,8 @@ from typing import Any, Iterable
 
 import torch
 
-from atommem.engines.base import EngineError, Generation, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import Generation, SamplingParams
 
 
 @dataclass
@@ -89,7 +90,7 @@ class HFEngine:
         num_threads: int | None = None,
     ):
         from atommem.errors import UserError
-        from atommem.models.tiny import load_model, load_tokenizer
+        from atommem.models.loading import load_model, load_tokenizer
 
         if max_batch_size < 1:
             raise EngineError(f"engine.max_batch_size must be >= 1, got {max_batch_size}")
@@ -161,7 +162,7 @@ class HFEngine:
         self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
     ) -> None:
         """Join the learner's weight-sync group as `rank` (blocks until every rank has joined)."""
-        from atommem.learner.weight_sync import WeightReceiver
+        from atommem.weight_sync.process_group import WeightReceiver
 
         self._receiver = await asyncio.to_thread(WeightReceiver, master_addr, master_port, rank, world_size, backend)
 

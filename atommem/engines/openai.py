@@ -16,7 +16,8 @@ from typing import Iterable
 import httpx
 import torch
 
-from atommem.engines.base import EngineError, Generation, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import Generation, SamplingParams
 
 _TOKEN_ID = re.compile(r"token_id:(-?\d+)")
 

@@ -25,7 +25,8 @@ from typing import Any, Iterable
 
 import torch
 
-from atommem.engines.base import EngineError, Generation, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import Generation, SamplingParams
 
 EXTENSION = "atommem.engines.vllm_ext.WeightSyncExtension"
 _NEEDS_GPU = (
@@ -60,7 +61,7 @@ class VLLMEngine:
     ):
         vllm = _import_vllm()
         from atommem.errors import UserError
-        from atommem.models.tiny import check_model_dir
+        from atommem.models.loading import check_model_dir
 
         try:
             check_model_dir(str(model_path))

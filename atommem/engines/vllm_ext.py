@@ -26,7 +26,7 @@ class WeightSyncExtension:
 
     def init_weight_sync(self, master_addr: str, master_port: int, first_rank: int, world_size: int, backend: str = "nccl") -> int:
         """Join the learner's weight-sync group as rank `first_rank + tensor-parallel rank`; returns that rank."""
-        from atommem.learner.weight_sync import WeightReceiver
+        from atommem.weight_sync.process_group import WeightReceiver
 
         rank = first_rank + int(getattr(self, "rank", 0))
         self._atommem_receiver = WeightReceiver(master_addr, master_port, rank, world_size, backend)

@@ -9,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "MemoryEnv": "atommem.env.memory_env",
-    "Observation": "atommem.env.memory_env",
+    "Observation": "atommem.env.observation",
     "StepInfo": "atommem.env.memory_env",
     "EpisodeResult": "atommem.env.memory_env",
     "make_env": "atommem.env.memory_env",

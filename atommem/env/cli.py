@@ -56,7 +56,7 @@ def replay(args: argparse.Namespace) -> dict:
     responses = _read_responses(Path(args.responses))
     tokenizer = None
     if args.tokenizer:
-        from atommem.models.tiny import load_tokenizer
+        from atommem.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
 

@@ -32,6 +32,7 @@ from atommem.actions import ACTION_KINDS, Answer, Create, Delete, Read, Scratchp
 from atommem.config import EmbedderConfig, EnvConfig, MemoryConfig, from_dict
 from atommem.data.schema import DataError, Sample
 from atommem.env.chunking import chunk_documents
+from atommem.env.observation import Observation
 from atommem.env.prompts import render_messages, render_text
 from atommem.env.reward import episode_reward
 from atommem.memory.store import MemoryEntry, MemoryStore
@@ -42,22 +43,6 @@ _WRITES = (Create, Update, Delete, Scratchpad)
 _MAX_OBS_CHARS = 1 << 22
 _MAX_ACTION_CHARS = 1 << 16
 _CHARSET = frozenset(string.printable)  # `contains` holds for ASCII text; documents may hold more
-
-
-@dataclass
-class Observation:
-    phase: str  # "read" | "answer" | "done"
-    questions: list[str]
-    question_index: int  # answer phase: which question is posed (-1 while reading)
-    chunk_index: int
-    num_chunks: int
-    chunk_text: str  # "" in the answer phase
-    scratchpad: str
-    query: str  # current persistent retrieval query ("" = none)
-    retrieved: list[MemoryEntry]  # results for `query` (empty when no query)
-    retrieved_text: str  # rendered, budget-truncated
-    errors: list[str]  # last turn's action errors, human readable
-    read_only_streak: int
 
 
 @dataclass

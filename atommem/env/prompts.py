@@ -9,10 +9,9 @@ Rendering is deterministic: the same observation always gives the same messages.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from atommem.env.memory_env import Observation
+from atommem.env.observation import Observation
 
 PromptStyle = Literal["full", "compact"]
 
@@ -66,7 +65,7 @@ def _error_kinds(errors: list[str]) -> str:
     return " | ".join(k if n == 1 else f"{k} x{n}" for k, n in counts.items())
 
 
-def _full_user(obs: "Observation", show_questions: bool) -> str:
+def _full_user(obs: Observation, show_questions: bool) -> str:
     parts: list[str] = []
     if show_questions and obs.phase == "read":
         lines = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(obs.questions))
@@ -92,7 +91,7 @@ def _line(label: str, value: str) -> str:
     return f"{label}: {value}" if value else f"{label}:"
 
 
-def _compact_user(obs: "Observation", show_questions: bool) -> str:
+def _compact_user(obs: Observation, show_questions: bool) -> str:
     lines: list[str] = []
     if show_questions and obs.phase == "read":
         lines.append(_line("questions", " | ".join(obs.questions)))
@@ -117,7 +116,7 @@ def system_prompt(style: PromptStyle, max_read_only_turns: int = 3, strict: bool
 
 
 def render_messages(
-    obs: "Observation",
+    obs: Observation,
     style: PromptStyle = "full",
     *,
     max_read_only_turns: int = 3,

@@ -22,7 +22,7 @@ from atommem.config import Config
 from atommem.data.schema import Sample, read_samples
 from atommem.errors import UserError
 from atommem.eval.judge import JudgeItem, LLMJudge, make_judge
-from atommem.eval.metrics import EpisodeScore, correct_by_episode, paired_bootstrap_diff, summarize
+from atommem.eval.scores import EpisodeScore, correct_by_episode, paired_bootstrap_diff, summarize
 
 import atommem.baselines  # noqa: F401  (registers the baseline policies)
 from atommem.baselines import needs_model
@@ -154,7 +154,7 @@ class RegistryPolicyFactory:
 
     def __call__(self, request: Any, engine: Any, tokenizer: Any) -> Any:
         if self._build is None:
-            from atommem.rollout.worker import builtin_policy_factory
+            from atommem.rollout.env_runner import builtin_policy_factory
 
             self._build = builtin_policy_factory(self.name, self.cfg, tokenizer, self.policy_kwargs, self.temperature)
         return self._build(request, engine, tokenizer)
@@ -171,7 +171,7 @@ def _evaluate_on_ray(cfg: Config, checkpoint: str, samples: list[Sample], name: 
     import ray
 
     from atommem.rollout.records import make_requests
-    from atommem.rollout.runner_group import EnvRunnerGroup
+    from atommem.rollout.env_runner_group import EnvRunnerGroup
 
     start = time.perf_counter()
     factory = RegistryPolicyFactory(name, cfg, _eval_temperature(cfg))
@@ -226,7 +226,7 @@ def evaluate(
         raise UserError(f"policies {', '.join(model_policies)} prompt a model: pass --checkpoint PATH (an HF model dir)")
     tokenizer = None
     if checkpoint is not None:
-        from atommem.models.tiny import load_tokenizer
+        from atommem.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer(checkpoint)
     judge = make_judge(cfg.eval)

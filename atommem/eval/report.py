@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from atommem.eval.metrics import RATE_KINDS
+from atommem.eval.scores import RATE_KINDS
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

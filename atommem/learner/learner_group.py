@@ -2,7 +2,7 @@
 
 The driver hands over (ObjectRef[Trajectory], advantage) pairs; each actor fetches its own shard, so
 token lists never pass through the driver. Weight sync streams the gathered ZeRO-3 parameters from
-learner rank 0 to every engine over a dedicated group (see learner/weight_sync.py), built once per
+learner rank 0 to every engine over a dedicated group (see weight_sync/process_group.py), built once per
 set of engines and reused across syncs.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from atommem.config import Config
-from atommem.learner.worker import LearnerWorker
+from atommem.learner.learner_worker import LearnerWorker
 
 
 def _shards(items: Sequence[Any], n: int) -> list[list[Any]]:

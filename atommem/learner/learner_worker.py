@@ -1,6 +1,6 @@
 """One learner rank: DeepSpeed ZeRO-3 training of the policy (GRPO or SFT), checkpoints, weight streaming.
 
-`LearnerWorker` is a plain class; `learner/group.py` runs one per GPU (or CPU process) as a Ray actor.
+`LearnerWorker` is a plain class; `learner/learner_group.py` runs one per GPU (or CPU process) as a Ray actor.
 
 What runs where (checked on this CPU-only machine with deepspeed 0.19.8, torch 2.13 CPU):
 - CPU: `DS_ACCELERATOR=cpu` must be in the environment before deepspeed is imported (the group sets
@@ -48,7 +48,8 @@ from atommem.config import Config, ConfigError
 from atommem.learner.batching import MicroBatch, collate, pack_micro_batches, token_logprobs
 from atommem.learner.grpo import TurnRow, count_rows, expand_to_rows, grpo_loss
 from atommem.learner.sft import SFTRow, sft_loss, sft_rows
-from atommem.learner.weight_sync import TensorSpec, WeightSender, free_port, node_ip, plan_buckets
+from atommem.weight_sync.base import TensorSpec, free_port, node_ip, plan_buckets
+from atommem.weight_sync.process_group import WeightSender
 
 _PAD_ROW = SFTRow([0], [0])  # the empty micro-batch a rank runs when others have more (loss x 0)
 

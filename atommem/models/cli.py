@@ -17,7 +17,8 @@ def main(argv: list[str]) -> int:
     tiny.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     args = parser.parse_args(argv)
 
-    from atommem.models.tiny import build_tiny_model, count_parameters, load_model, load_tokenizer, synthetic_corpus
+    from atommem.models.loading import load_model, load_tokenizer
+    from atommem.models.tiny import build_tiny_model, count_parameters, synthetic_corpus
     from atommem.data.synthetic import synthetic_vocabulary
 
     cfg = load_config(args.config, args.set)

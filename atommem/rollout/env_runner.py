@@ -4,7 +4,7 @@ Each `play` call is one episode: a fresh MemoryEnv and a fresh policy, stepped t
 `envs_per_worker` episodes run at once; while one awaits its engine request the loop steps the others,
 so a slow generation never blocks a sibling env. All envs of a runner share one `BatchingEmbedder`, so
 their memory writes and queries go to the embedder in batches. Model-driven episodes stick to one engine
-replica (`EngineGroup`) for the prefix cache.
+replica (`ReplicaRouter`) for the prefix cache.
 
 The class is plain Python (in-process use in benchmarks and tests); `EnvRunnerGroup` runs it as a Ray
 actor, calling `play` with two return values: the `Trajectory` (stays in the object store, owned by the
@@ -22,7 +22,7 @@ from atommem.engines.base import SamplingParams
 from atommem.env.memory_env import MemoryEnv
 from atommem.memory.embedders import BatchingEmbedder, make_embedder
 from atommem.policies.base import Policy
-from atommem.rollout.engine_pool import EngineGroup, StickyEngine
+from atommem.rollout.replica_router import ReplicaRouter, StickyEngine
 from atommem.rollout.records import EpisodeRequest, TrajectorySummary
 from atommem.trajectory import Trajectory, Turn
 
@@ -84,11 +84,11 @@ class EnvRunner:
         self.cfg = cfg
         self.name = name
         if tokenizer is None and model_path is not None:
-            from atommem.models.tiny import load_tokenizer
+            from atommem.models.loading import load_tokenizer
 
             tokenizer = load_tokenizer(model_path)
         self.tokenizer = tokenizer
-        self.engines = EngineGroup(engines, offset=index) if engines else None
+        self.engines = ReplicaRouter(engines, offset=index) if engines else None
         if self.engines is None and needs_engine(policy):
             raise ValueError(f"EnvRunner policy {policy!r} needs engines; pass engine handles or use policy='oracle'")
         if isinstance(policy, str):

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from atommem.config import Config
 from atommem.rollout.records import EpisodeRequest, TrajectorySummary
-from atommem.rollout.worker import EnvRunner, PolicyFactory
+from atommem.rollout.env_runner import EnvRunner, PolicyFactory
 
 
 @dataclass

@@ -15,8 +15,8 @@ from atommem.config import Config
 from atommem.data.schema import Sample
 from atommem.errors import UserError
 from atommem.rollout.records import TrajectorySummary, make_requests
-from atommem.rollout.runner_group import EnvRunnerGroup
-from atommem.rollout.worker import PolicyFactory, needs_engine
+from atommem.rollout.env_runner_group import EnvRunnerGroup
+from atommem.rollout.env_runner import PolicyFactory, needs_engine
 
 
 @dataclass

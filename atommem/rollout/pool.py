@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from atommem.config import ConfigError, RolloutConfig
 from atommem.metrics import get_metrics
-from atommem.rollout.runner_group import take
+from atommem.rollout.env_runner_group import take
 
 
 @dataclass

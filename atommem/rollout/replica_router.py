@@ -1,4 +1,4 @@
-"""`EngineGroup`: the engine replicas one rollout worker talks to, least-loaded pick, sticky per episode.
+"""`ReplicaRouter`: the engine replicas one rollout worker talks to, least-loaded pick, sticky per episode.
 
 An episode is pinned to one replica for all its turns so the engine's prefix cache sees the growing
 conversation. The group holds either Ray actor handles of engines (`engines/actor.py`) or local `Engine`
@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from atommem.engines.base import EngineError, Generation, SamplingParams
+from atommem.errors import EngineError
+from atommem.engines.base import Generation, SamplingParams
 
 
 def _actor_errors() -> tuple[type[BaseException], ...]:
@@ -27,11 +28,11 @@ def _is_actor(engine: Any) -> bool:
     return isinstance(engine, ActorHandle)
 
 
-class EngineGroup:
+class ReplicaRouter:
     def __init__(self, engines: list[Any], *, max_retries: int = 3, retry_wait_s: float = 1.0, offset: int = 0):
         """`offset` rotates tie-breaking so several workers do not all start on replica 0."""
         if not engines:
-            raise EngineError("EngineGroup needs at least one engine (engine.num_engines >= 1)")
+            raise EngineError("ReplicaRouter needs at least one engine (engine.num_engines >= 1)")
         self.engines = list(engines)
         self.max_retries = max_retries
         self.retry_wait_s = retry_wait_s
@@ -100,7 +101,7 @@ class EngineGroup:
 class StickyEngine:
     """The `Engine` a policy sees for one episode: every request goes to the episode's replica."""
 
-    def __init__(self, group: EngineGroup, episode_id: str):
+    def __init__(self, group: ReplicaRouter, episode_id: str):
         self._group = group
         self.episode_id = episode_id
 

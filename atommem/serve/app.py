@@ -138,7 +138,7 @@ class AnswerService:
     @classmethod
     def from_checkpoint(cls, cfg: Config, checkpoint: str) -> "AnswerService":
         from atommem.engines.actor import make_engine
-        from atommem.models.tiny import load_tokenizer
+        from atommem.models.loading import load_tokenizer
 
         return cls(cfg, make_engine(cfg.engine, checkpoint, seed=cfg.trainer.seed, dtype=cfg.model.dtype), load_tokenizer(checkpoint))
 
@@ -159,10 +159,10 @@ class AnswerService:
             self.served += 1
 
     async def _play(self, req: AnswerRequest) -> AnswerResponse:
-        from atommem.engines.base import EngineError
+        from atommem.errors import EngineError
         from atommem.env.memory_env import MemoryEnv
         from atommem.policies.model import ModelPolicy
-        from atommem.rollout.worker import sampling_params
+        from atommem.rollout.env_runner import sampling_params
 
         cfg, opts = self.cfg, req.options
         if self._batching is None:
@@ -304,7 +304,7 @@ def build_app(cfg: Config, checkpoint: str):
     """The Ray Serve application (bind it with `serve.run(build_app(cfg, ckpt))`)."""
     from ray import serve
 
-    from atommem.models.tiny import load_tokenizer
+    from atommem.models.loading import load_tokenizer
 
     load_tokenizer(checkpoint)  # fail here, with a clear message, rather than in a replica
     ingress = serve.ingress()(AtomMemIngress)
