@@ -175,6 +175,17 @@ class LearnerWorker:
 
         return ray.get(list(refs)) if refs else []
 
+    def _full_grad_norm(self) -> float | None:
+        """L2 norm of the whole (already all-reduced, unclipped) gradient when every rank holds it in
+        `p.grad`, as without ZeRO. DeepSpeed reports no norm there in fp32 (its ZeRO optimizers do, and
+        keep `p.grad` empty), so it is computed here before the step clips and clears it."""
+        if self.engine.zero_optimization_stage() != 0:
+            return None
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        return math.sqrt(sum(float(g.detach().double().pow(2).sum()) for g in grads))
+
     def _optimizer_step(self, micro_batches: list[MicroBatch], real: int, loss_fn) -> dict[str, float]:
         """Accumulate gradients over every micro-batch, then one optimizer step; metrics token-weighted."""
         sums: dict[str, float] = {}
@@ -197,14 +208,17 @@ class LearnerWorker:
                 tokens += n
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * n
+        own_norm = self._full_grad_norm()
         self.engine.step()
         out = {k: v / tokens for k, v in sums.items()} if tokens else {}
         out.pop("response_tokens", None)
         grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is None:
+            grad_norm = own_norm if own_norm is not None else float("nan")
         out.update(
             loss=loss_total,  # this rank's share: the batch loss is the sum over ranks
             tokens=tokens,
-            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+            grad_norm=float(grad_norm),
             lr=float(self.engine.get_lr()[0]),
             micro_batches=float(real),
             rows_consumed=float(rows),
@@ -336,12 +350,15 @@ class LearnerWorker:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str, extra_state: dict) -> None:
         """DeepSpeed checkpoint (weights, optimizer, lr scheduler shards) + this rank's RNG state."""
+        from atommem.trainer.checkpoints import fsync_tree
+
         path = Path(directory)
         self.engine.save_checkpoint(str(path), tag="state", client_state={"extra_state": extra_state})
         rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         torch.save(rng, path / "state" / f"rng_rank{self.rank}.pt")
+        fsync_tree(path)  # on this rank's node: its files are on disk before the driver publishes them
 
     def load_checkpoint(self, directory: str) -> dict:
         path = Path(directory)
