@@ -202,6 +202,7 @@ class TrainerConfig:
     max_staleness: int = 1  # async: drop trajectories older than this many weight versions
     eval_every: int = 10  # steps between dev evaluations (0 = only at the end)
     checkpoint_every: int = 10  # steps between checkpoints (0 = never)
+    keep_checkpoints: int = 2  # newest complete checkpoints kept in run_dir/checkpoints, older ones deleted after each save (0 = all)
     time_budget_s: Optional[float] = None  # stop GRPO after this wall time
     seed: int = 0
     tensorboard: bool = True
