@@ -270,3 +270,42 @@ def test_gymnasium_env_checker_passes():
 
     env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(), HashEmbedder(64), samples=generate_synthetic(SynthConfig(), 3))
     check_env(env, skip_render_check=True)
+
+
+def test_add_into_a_full_memory_is_a_reported_noop_until_room_is_made():
+    env = MemoryEnv(
+        EnvConfig(chunk_tokens=8, chunk_overlap=0, max_chunks=10), MemoryConfig(top_k=3, max_entries=1), HashEmbedder(64),
+        sample=SAMPLE,
+    )
+    env.reset()
+    env.step("<add_memory>zorp city lima</add_memory>")
+    _, _, _, _, info = env.step("<add_memory>blick pet cat</add_memory>")
+    assert info["action_counts"]["create"] == 0 and info["action_counts"]["error"] == 1
+    assert info["advanced"]  # a turn with no valid write advances like any other
+    assert [e.text for e in env.memory.entries()] == ["zorp city lima"]
+    assert "memory is full (1 entries)" in env.observation.errors[0]
+    assert "add_memory" in env.prompt_messages()[1]["content"]
+    env.step("<delete_memory>Memory 1</delete_memory> <add_memory>zorp pet dog</add_memory>")
+    assert [e.text for e in env.memory.entries()] == ["zorp pet dog"] and env.result().num_errors == 1
+
+
+def test_turn_states_label_chunks_and_are_counted_per_state():
+    labelled = Sample(
+        id="s1", source="test", documents=SAMPLE.documents, questions=SAMPLE.questions,
+        metadata={"turn_states": {"markers": [["zorp pet dog .", "revision"], ["zorp city lima .", "relevant"]],
+                                  "default": "distractor"}},
+    )
+    env = make(sample=labelled)
+    seen = []
+    for response in ["<update_query>zorp city</update_query>", "<add_memory>zorp city lima</add_memory>", "",
+                     "<add_memory>zorp pet dog</add_memory>", "<update_query>zorp city</update_query>"]:
+        seen.append(env.turn_state)
+        assert env.step(response)[4]["state"] == seen[-1]
+    assert seen == ["relevant", "relevant", "distractor", "revision", "answer"]
+    counts = env.result().state_counts
+    assert counts["relevant"] == {**counts["relevant"], "turns": 2, "read": 1, "create": 1}
+    assert (counts["distractor"]["turns"], counts["revision"]["create"], counts["answer"]["read"]) == (1, 1, 1)
+    plain = make()  # no labels: the phase
+    assert plain.turn_state == "read"
+    plain.step("")
+    assert set(plain.result().state_counts) == {"read"}

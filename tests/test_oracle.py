@@ -153,3 +153,67 @@ def test_policy_registry_builds_fresh_oracles():
     assert isinstance(make_policy_factory("always-unknown")(), OraclePolicy)
     with pytest.raises(UserError, match="unknown policy"):
         make_policy_factory("nope")
+
+
+REV_CFG = SynthConfig(
+    task="revisions", num_entities=3, num_attributes=3, facts_per_chunk=2, min_questions=2, max_questions=2,
+    revised_fraction=0.75, max_revisions=2, doc_num=6,
+)
+REV_SAMPLES = generate_synthetic(REV_CFG, 40, seed=3)
+
+
+def rev_env(max_entries=2) -> MemoryEnv:
+    # one document per chunk (whitespace tokens); every entry in view once a query is set
+    return MemoryEnv(
+        EnvConfig(chunk_tokens=12, chunk_overlap=0, max_chunks=10, prompt_style="compact", strict_format=True),
+        MemoryConfig(top_k=4, render_budget_tokens=64, max_entries=max_entries, tie_margin=0.15),
+        HashEmbedder(1024),
+    )
+
+
+def test_oracle_updates_revisions_in_place_and_is_perfect_on_a_tight_memory():
+    env = rev_env()
+    updates = 0
+    for s in REV_SAMPLES:
+        res, outputs = play(env, s, OraclePolicy(answer_top_hit=True))
+        assert res.reward == 1.0 and res.num_errors == 0, s.id
+        latest = {f"{k} {v[-1]}" for k, v in s.metadata["revisions"].items()}
+        assert {e.text for e in res.memory} == latest  # one entry per asked key, holding its latest value
+        updates += res.action_counts["update"]
+        assert res.state_counts.get("revision", {}).get("update", 0) == sum(len(v) - 1 for v in s.metadata["revisions"].values())
+    assert updates > 20
+
+
+def test_weak_teacher_errs_only_on_revisions_of_its_weak_attributes():
+    by_kind = {True: {"create": 0, "update": 0}, False: {"create": 0, "update": 0}}
+    ems = []
+    for i, s in enumerate(REV_SAMPLES * 3):
+        weak = set(s.metadata["attributes"][:1])
+        env = rev_env(max_entries=4)
+        env.reset(options={"sample": s})
+        teacher = OraclePolicy(answer_top_hit=True, weak_attributes=weak, weak_update_p=0.3, rng_seed=i)
+        while not env.done:
+            state = env.turn_state
+            text = teacher.respond(env)
+            if state == "revision":
+                for a in parse_actions(text, strict=True).actions:
+                    kind = type(a).__name__
+                    attribute = a.text.split()[1] if kind in ("Create", "Update") else None
+                    if attribute is not None:
+                        by_kind[attribute in weak]["create" if kind == "Create" else "update"] += 1
+            env.step(text)
+        ems += env.result().correct
+    assert by_kind[False]["create"] == 0 and by_kind[False]["update"] > 0
+    weak_creates, weak_updates = by_kind[True]["create"], by_kind[True]["update"]
+    assert weak_updates > 0 and 0.5 < weak_creates / (weak_creates + weak_updates) < 0.9  # mostly the stale duplicate
+    assert 0.6 < sum(ems) / len(ems) < 1.0
+
+
+def test_full_memory_makes_the_oracle_delete_a_distractor_before_adding():
+    env = rev_env(max_entries=2)
+    deletes = 0
+    for i, s in enumerate(REV_SAMPLES):
+        res, _ = play(env, s, OraclePolicy(answer_top_hit=True, store_distractor_p=1.0, rng_seed=i))
+        assert res.reward == 1.0, s.id
+        deletes += res.action_counts["delete"]
+    assert deletes > 10

@@ -8,8 +8,14 @@ row) and must give final_answer within `max_answer_steps` turns, else the questi
 The persistent query is cleared when the answer phase starts and whenever a new question is posed, so
 each question starts from an empty retrieval. Malformed or impossible actions are no-ops, reported in
 the next prompt and counted as "error". With `strict_format` a response with any format error (text
-outside tags, a broken tag, a cut-off generation) has no effect at all. The reward (mean exact match minus the format penalty per turn
+outside tags, a broken tag, a cut-off generation) has no effect at all. With `memory.max_entries`, an add
+into a full store is such a no-op too ("memory is full"), so the agent must modify or delete to make room. The reward (mean exact match minus the format penalty per turn
 with an error) arrives on the terminating step only.
+
+Every turn has a state label for per-state metrics (`turn_state`): "answer" in the answer phase; while
+reading, the state the sample's `metadata["turn_states"]` gives the current chunk (the first of its
+`markers`, [text, state] pairs, whose text is in the chunk, else its `default`), or "read" for samples
+without labels. The episode result counts turns and actions per state.
 
 The step logic is written once as a generator that yields its embedding requests: `step` serves them
 with `embedder.embed`, `astep` with `BatchingEmbedder.aembed` so that concurrent envs share one batch.
@@ -51,6 +57,7 @@ class StepInfo:
     errors: list[str]
     phase: str  # phase after the step
     advanced: bool  # the chunk or the posed question changed
+    state: str  # the turn's state label (see `MemoryEnv.turn_state`), taken before the step
 
 
 @dataclass
@@ -66,6 +73,7 @@ class EpisodeResult:
     memory: list[MemoryEntry]
     scratchpad: str
     errors_per_turn: list[list[str]]
+    state_counts: dict[str, dict[str, int]]  # state label -> {"turns": n, each action kind and "error": count}
 
 
 @dataclass
@@ -135,6 +143,8 @@ class MemoryEnv(gym.Env):
             top_k=self._mem_cfg.top_k,
             render_budget_tokens=self._mem_cfg.render_budget_tokens,
             count_tokens=count_tokens,
+            max_entries=self._mem_cfg.max_entries,
+            tie_margin=self._mem_cfg.tie_margin,
         )
         self._max_read_steps = (
             cfg.max_read_steps if cfg.max_read_steps is not None else len(self._chunks) * (cfg.max_read_only_turns + 1)
@@ -152,6 +162,7 @@ class MemoryEnv(gym.Env):
         self._answers: list[str | None] = [None] * len(sample.questions)
         self._totals = _zero_counts()
         self._errors_per_turn: list[list[str]] = []
+        self._state_counts: dict[str, dict[str, int]] = {}
         self._error_turns = 0
         self._phase = "read"
         if not self._chunks or self._max_read_steps <= 0:
@@ -201,6 +212,7 @@ class MemoryEnv(gym.Env):
         if self._phase == "done":
             raise RuntimeError("MemoryEnv.step called after the episode ended; call reset() first")
         cfg = self._cfg
+        state = self.turn_state
         parsed = parse_actions(text, strict=cfg.strict_format)
         errors = [f"{e.kind}: {e.message}" for e in parsed.errors]
         if cfg.strict_format and not complete and not any(e.kind == "truncated" for e in parsed.errors):
@@ -239,7 +251,11 @@ class MemoryEnv(gym.Env):
         store = self._store
         for a in valid:
             if isinstance(a, Create):
-                store.add(a.text, next(write_rows))
+                embedding = next(write_rows)
+                if store.full:
+                    errors.append(f"add_memory: memory is full ({store.max_entries} entries); modify or delete one first (ignored)")
+                    continue
+                store.add(a.text, embedding)
                 counts["create"] += 1
                 wrote = True
             elif isinstance(a, Update):
@@ -277,11 +293,15 @@ class MemoryEnv(gym.Env):
         self._error_turns += bool(errors)
         for k, v in counts.items():
             self._totals[k] += v
+        per_state = self._state_counts.setdefault(state, {"turns": 0, **_zero_counts()})
+        per_state["turns"] += 1
+        for k, v in counts.items():
+            per_state[k] += v
         reward = 0.0
         terminated = self._phase == "done"
         if terminated:
             reward = self.result().reward
-        return _TurnOutcome(reward, terminated, StepInfo(counts, errors, self._phase, advanced))
+        return _TurnOutcome(reward, terminated, StepInfo(counts, errors, self._phase, advanced, state))
 
     def _advance_reading(self, wrote: bool, queried: bool) -> bool:
         self._read_steps += 1
@@ -378,6 +398,18 @@ class MemoryEnv(gym.Env):
         return render_text(self.prompt_messages())
 
     @property
+    def turn_state(self) -> str:
+        """State label of the current turn: "answer", "done", or while reading the chunk's labelled state
+        (`metadata["turn_states"]`) or "read"."""
+        if self._phase != "read":
+            return self._phase
+        labels = self.sample.metadata.get("turn_states")
+        if not labels:
+            return "read"
+        chunk = f" {' '.join(self._chunks[self._chunk_index].split())} "  # whole words, any whitespace
+        return next((state for text, state in labels["markers"] if f" {' '.join(text.split())} " in chunk), labels["default"])
+
+    @property
     def memory(self) -> MemoryStore:
         return self._store
 
@@ -417,6 +449,7 @@ class MemoryEnv(gym.Env):
             memory=self._store.entries(),
             scratchpad=self._store.scratchpad,
             errors_per_turn=[list(e) for e in self._errors_per_turn],
+            state_counts={k: dict(v) for k, v in self._state_counts.items()},
         )
 
 
