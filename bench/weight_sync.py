@@ -23,7 +23,8 @@ import time
 import torch
 import torch.multiprocessing as mp
 
-from atommem.weight_sync.process_group import WeightReceiver, WeightSender, free_port
+from atommem.weight_sync.base import free_port
+from atommem.weight_sync.process_group import WeightReceiver, WeightSender
 
 
 def build_state(args) -> dict[str, torch.Tensor]:

@@ -1,17 +1,19 @@
-"""What every weight-sync transport shares: tensor records and the bucket plan.
+"""What every weight-sync transport shares: tensor records, the bucket plan, sender/receiver interfaces.
 
 A sync moves the learner's full weights (gathered from ZeRO-3 shards) to every inference engine. The
 sender describes them as `TensorSpec`s, groups consecutive specs into buckets (`plan_buckets`) and
 ships bucket by bucket, so a receiver can load early buckets while later ones are in flight. Each
-transport (`weight_sync/process_group.py`, ...) is one file built on these records.
+transport is one file built on these records: `process_group.py` (the wire: a torch process group,
+gloo or NCCL) and `vllm_transfer.py` (that wire behind vLLM's weight-transfer API, inside vLLM's workers).
 """
 
 
 from __future__ import annotations
 
 import socket
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -86,3 +88,36 @@ def node_ip() -> str:
     except ImportError:
         pass
     return "127.0.0.1"
+
+
+class BucketSender(ABC):
+    """The learner's end of a sync: the plan first, then its buckets in plan order."""
+
+    @abstractmethod
+    def send_plan(self, specs: Sequence[TensorSpec], bucket_bytes: int) -> list[list[TensorSpec]]:
+        """Announce one sync's tensors and return its buckets (send each with `send_bucket`)."""
+
+    @abstractmethod
+    def send_bucket(self, bucket: Sequence[TensorSpec], tensors: Sequence[torch.Tensor]) -> int:
+        """Ship one bucket's tensors (in plan order); returns the bytes sent."""
+
+    def send(self, named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> int:
+        """One whole sync from tensors at hand; returns the bytes sent."""
+        tensors = dict(named_tensors)
+        specs = [TensorSpec(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
+        return sum(self.send_bucket(b, [tensors[s.name] for s in b]) for b in self.send_plan(specs, bucket_bytes))
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class BucketReceiver(ABC):
+    """An engine's end of a sync."""
+
+    @abstractmethod
+    def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """One sync: `(name, tensor)` for every weight in plan order, bucket by bucket as each lands.
+        Exhaust it: the sender waits for every receiver in every bucket."""
+
+    @abstractmethod
+    def close(self) -> None: ...

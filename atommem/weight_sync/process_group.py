@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import datetime
 import pickle
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 
-from atommem.weight_sync.base import TensorSpec, dtypes_in, plan_buckets
+from atommem.weight_sync.base import BucketReceiver, BucketSender, TensorSpec, dtypes_in, plan_buckets
 
 
 def _make_group(master_addr: str, master_port: int, rank: int, world_size: int, backend: str, timeout_s: float):
@@ -68,7 +68,7 @@ class _Endpoint:
         self._store = None
 
 
-class WeightSender(_Endpoint):
+class WeightSender(_Endpoint, BucketSender):
     """Rank 0 of the weight-sync group (the learner's rank 0)."""
 
     def __init__(self, master_addr: str, master_port: int, world_size: int, backend: str = "gloo", timeout_s: float = 300.0):
@@ -84,16 +84,6 @@ class WeightSender(_Endpoint):
         if buf is None or buf.numel() < n:
             buf = self._staging[dtype] = torch.empty(n, dtype=dtype, device=self.device)
         return torch.cat(parts, out=buf[:n])
-
-    def send(self, named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> int:
-        """Send every tensor (metadata first, then bucketed flats); returns the bytes sent."""
-        tensors = dict(named_tensors)
-        specs = [TensorSpec(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
-        buckets = self.send_plan(specs, bucket_bytes)
-        sent = 0
-        for bucket in buckets:
-            sent += self.send_bucket(bucket, [tensors[s.name] for s in bucket])
-        return sent
 
     def send_plan(self, specs: Sequence[TensorSpec], bucket_bytes: int) -> list[list[TensorSpec]]:
         """Broadcast the metadata of one sync and return its buckets (send each with `send_bucket`)."""
@@ -113,7 +103,7 @@ class WeightSender(_Endpoint):
         return sent
 
 
-class WeightReceiver(_Endpoint):
+class WeightReceiver(_Endpoint, BucketReceiver):
     """Ranks 1..E of the weight-sync group (one per engine)."""
 
     def __init__(
