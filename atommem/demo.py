@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -32,31 +31,17 @@ def _with(cfg: Config, **sections) -> Config:
     return out
 
 
-def _evaluate_model(cfg: Config, model_path: str, samples, tag: str) -> dict:
-    from atommem.train import evaluate_on_engines, start_engines
-
-    engines = start_engines(cfg, model_path)
-    try:
-        return evaluate_on_engines(cfg, engines, model_path, samples, tag)
-    finally:
-        import ray
-
-        for e in engines:
-            ray.kill(e)
-
-
-def _rates(ev: dict) -> dict:
-    return {k[len("rate_"):]: round(v, 4) for k, v in ev.items() if k.startswith("rate_")}
+def _rates(ev) -> dict:
+    return {k: round(v, 4) for k, v in ev.summary["action_rates"].items()}
 
 
 def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides: tuple[str, ...] = ()) -> Path:
-    from atommem.data.prepare import prepare
-    from atommem.data.schema import read_samples
+    from atommem.eval.evaluate import evaluate_policies
     from atommem.eval.scores import paired_bootstrap_diff
-    from atommem.learner.learner_group import LearnerGroup
-    from atommem.models.tiny import ensure_model
     from atommem.runtime import init_ray
-    from atommem.train import GRPOTrainer, SFTData, EpochSampler, collect_sft, sft_learner_config, sft_loop
+    from atommem.trainer.grpo import GRPOTrainer, eval_record
+    from atommem.trainer.inputs import dev_samples, model_path_of
+    from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher
 
     t_start = time.monotonic()
     run_dir = Path(run_dir)
@@ -72,45 +57,40 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         print(f"[demo] {name}: {timings[name]:.1f}s", flush=True)
 
     t0 = time.monotonic()
-    paths = prepare(cfg)
-    dev = read_samples(paths["dev"], limit=cfg.data.dev_samples)
-    base_model = str(ensure_model(cfg.model, cfg.data.synth))
+    dev = dev_samples(cfg)
+    base_model = model_path_of(cfg)
     init_ray(cfg.cluster)
     lap("data+model", t0)
 
     t0 = time.monotonic()
-    _, teacher_refs = collect_sft(_with(cfg, sft={"data": str(run_dir / "sft_data")}))
+    _, teacher_refs = collect_teacher(_with(cfg, sft={"data": str(run_dir / "sft_data")}))
     lap("teacher", t0)
 
-    # SFT, then keep its full learner state so the control can train on from exactly here.
+    # SFT; its full learner state is saved so the control can train on from exactly here.
     t0 = time.monotonic()
     data = SFTData(teacher_refs, cfg.sft.batch_size, cfg.trainer.seed)
-    learner = LearnerGroup(sft_learner_config(cfg), base_model, stage="sft")
-    sft_steps = sft_loop(learner, data, cfg.sft.steps, cfg.sft.time_budget_s, logger, "sft")
-    learner.save_checkpoint(str(run_dir / "sft" / "checkpoint"), {"sft_step": sft_steps, "sampler": data.sampler.state_dict()})
-    sft_model = run_dir / "sft" / "model"
-    learner.save_hf(str(sft_model))
-    learner.shutdown()
+    sft = SFTTrainer(cfg, base_model, data, logger)
+    try:
+        sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s)
+        sft_model = sft.save(run_dir / "sft")
+    finally:
+        sft.shutdown()
     lap("sft", t0)
 
-    # GRPO from the SFT model; the dev curve is measured on the live engines and excluded from its time.
+    # GRPO from the SFT model; the dev curve (a quarter of dev) is measured on the live engines and
+    # excluded from its training time.
     gcfg = _with(cfg, model={"path": str(sft_model), "tiny": None})
     trainer = GRPOTrainer(gcfg, str(sft_model), logger)
-    curve_dev = dev[: max(1, len(dev) // 4)]
     t0 = time.monotonic()
+
+    def print_step(record: dict) -> None:
+        print(f"[grpo] step {trainer.state.step} reward {record['reward_mean']:.3f} em {record['em']:.3f} "
+              f"kl {record.get('kl', 0):.4f} {record['step_s']:.1f}s", flush=True)
+
     try:
         ev_sft = trainer.evaluate(dev, "sft")
-        logger.log(0, {"dev_em": ev_sft["em"], **{f"dev_rate_{k}": v for k, v in _rates(ev_sft).items()}}, phase="curve")
-        budget = cfg.trainer.time_budget_s
-        while trainer.state.step < cfg.trainer.steps and (budget is None or trainer.state.train_seconds < budget):
-            record = trainer.step()
-            logger.log(trainer.state.step, record, phase="grpo")
-            print(f"[grpo] step {trainer.state.step} reward {record['reward_mean']:.3f} "
-                  f"em {record['em']:.3f} kl {record.get('kl', 0):.4f} {record['step_s']:.1f}s", flush=True)
-            if cfg.trainer.eval_every and trainer.state.step % cfg.trainer.eval_every == 0:
-                ev = trainer.evaluate(curve_dev, f"c{trainer.state.step}")
-                logger.log(trainer.state.step, {"dev_em": ev["em"], **{f"dev_rate_{k}": v for k, v in _rates(ev).items()}},
-                           phase="curve")
+        logger.log(0, eval_record(ev_sft), phase="grpo")
+        trainer.run(dev[: max(1, len(dev) // 4)], on_step=print_step)
         ev_grpo = trainer.evaluate(dev, "grpo")
         grpo_seconds = trainer.state.train_seconds
         grpo_steps = trainer.state.step
@@ -119,27 +99,27 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         trainer.shutdown()
     lap("grpo", t0)
 
-    # Control: SFT trained on from the SFT checkpoint for GRPO's wall time.
+    # Control: SFT trained on from the SFT checkpoint (optimizer and data position included) for GRPO's time.
     t0 = time.monotonic()
-    learner = LearnerGroup(sft_learner_config(cfg), base_model, stage="sft")
-    extra = learner.load_checkpoint(str(run_dir / "sft" / "checkpoint"))
-    data.sampler = EpochSampler.from_state(extra["sampler"])
-    ctrl_steps = sft_loop(learner, data, sft_steps + 10**9, grpo_seconds, logger, "sft_control", start_step=sft_steps)
-    ctrl_model = run_dir / "sft_control" / "model"
-    learner.save_hf(str(ctrl_model))
-    learner.shutdown()
-    ev_ctrl = _evaluate_model(cfg, str(ctrl_model), dev, "control")
+    control = SFTTrainer(cfg, base_model, data, logger, phase="sft_control")
+    try:
+        control.resume(run_dir / "sft" / "checkpoint")
+        ctrl_steps = control.run(sft_steps + 10**9, grpo_seconds)
+        ctrl_model = control.save(run_dir / "sft_control")
+    finally:
+        control.shutdown()
+    (ev_ctrl,) = evaluate_policies(cfg, str(ctrl_model), dev, ["atommem"], tag="control", progress=False)
     lap("control", t0)
 
-    a, b, c = ev_sft["correct_by_episode"], ev_grpo["correct_by_episode"], ev_ctrl["correct_by_episode"]
-    n_questions = sum(len(x) for x in a)
+    a, b, c = ev_sft.correct_by_episode(), ev_grpo.correct_by_episode(), ev_ctrl.correct_by_episode()
+    n_questions = ev_sft.summary["questions"]
     d_sft, lo_sft, hi_sft = paired_bootstrap_diff(b, a, seed=cfg.trainer.seed)
     d_ctrl, lo_ctrl, hi_ctrl = paired_bootstrap_diff(b, c, seed=cfg.trainer.seed)
     report = {
         "seed": cfg.trainer.seed,
         "dev_questions": n_questions,
-        "dev_episodes": len(a),
-        "em": {"sft": ev_sft["em"], "grpo": ev_grpo["em"], "sft_control": ev_ctrl["em"]},
+        "dev_episodes": ev_sft.summary["episodes"],
+        "em": {"sft": ev_sft.em, "grpo": ev_grpo.em, "sft_control": ev_ctrl.em},
         "grpo_minus_sft": {"diff": d_sft, "ci95": [lo_sft, hi_sft]},
         "grpo_minus_control": {"diff": d_ctrl, "ci95": [lo_ctrl, hi_ctrl]},
         "action_rates": {"sft": _rates(ev_sft), "grpo": _rates(ev_grpo), "sft_control": _rates(ev_ctrl)},
@@ -157,9 +137,9 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     logger.close()
     _write_report(run_dir, report)
     print(f"report: {run_dir / 'report.md'}")
-    print(f"dev EM: SFT {ev_sft['em']:.3f} -> GRPO {ev_grpo['em']:.3f} "
+    print(f"dev EM: SFT {ev_sft.em:.3f} -> GRPO {ev_grpo.em:.3f} "
           f"(n={n_questions} questions, 95% CI of diff {_ci(lo_sft, hi_sft)})")
-    print(f"dev EM: SFT trained on for the same time {ev_ctrl['em']:.3f} "
+    print(f"dev EM: SFT trained on for the same time {ev_ctrl.em:.3f} "
           f"(GRPO - control {d_ctrl:+.3f}, 95% CI {_ci(lo_ctrl, hi_ctrl)})")
     return run_dir / "report.md"
 
@@ -178,7 +158,7 @@ def _write_report(run_dir: Path, report: dict) -> None:
     rows = read_metrics(run_dir / "metrics.jsonl")
     plots = [
         plot_series(rows, ["reward_mean", "em"], run_dir / "grpo_reward.png", "GRPO rollouts: reward and EM per step", phase="grpo"),
-        plot_series(rows, ["dev_em"], run_dir / "dev_em_curve.png", "Dev EM (greedy) during GRPO", phase="curve"),
+        plot_series(rows, ["dev_em"], run_dir / "dev_em_curve.png", "Dev EM (greedy) during GRPO", phase="grpo"),
         plot_series(rows, ["rate_create", "rate_read", "rate_update", "rate_delete", "rate_answer", "rate_error"],
                     run_dir / "action_rates.png", "Action rates per turn (GRPO rollouts)", phase="grpo"),
         plot_series(rows, ["loss"], run_dir / "sft_loss.png", "SFT loss", phase="sft"),
@@ -221,13 +201,3 @@ def _write_report(run_dir: Path, report: dict) -> None:
         *[f"![{p.stem}]({p.name})" for p in plots if p is not None],
     ]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="atommem demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", default="runs/demo")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    run_demo(args.run_dir, args.config, tuple(args.set))
-    return 0

@@ -16,10 +16,12 @@ Usage: python bench/memory_ops.py [--episodes 256 --entries 200 --seed 0]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import random
 import time
+from typing import Any
 
 import numpy as np
 
@@ -148,14 +150,38 @@ def run_shared(ops, episodes, dim, W, Q, texts, query_stride):
     return estimated, checks, int(alive.sum())
 
 
+class _PolicyClock:
+    """Wraps a policy and adds up the time it spends choosing actions (not the env's time)."""
+
+    policy: Any = None
+    seconds: float = 0.0
+
+    async def act(self, env: Any) -> Any:
+        t0 = time.perf_counter()
+        out = await self.policy.act(env)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+class _DirectEmbedder:
+    """`aembed` as a plain call: no batching window, no thread hop, so only the env's own work is timed."""
+
+    def __init__(self, embedder: Any):
+        self.embedder = embedder
+
+    async def aembed(self, texts: list[str], *, query: bool = False) -> Any:
+        return self.embedder.embed(texts, query=query)
+
+
 def env_step_overhead_us(episodes: int = 40, warmup: int = 10) -> dict:
-    """Mean microseconds of MemoryEnv.step (parse + memory ops + embedding + prompt build) on oracle turns.
+    """Mean microseconds of a MemoryEnv turn in `play_episode` (parse + memory ops + embedding + prompt build) on oracle turns.
 
     The first `warmup` episodes only warm caches (HashEmbedder's per-word slots), as in a long run.
     """
     try:
         from atommem.config import EnvConfig, MemoryConfig, SynthConfig
         from atommem.data.synthetic import generate_synthetic
+        from atommem.env.episode import play_episode
         from atommem.env.memory_env import MemoryEnv
         from atommem.policies.oracle import OraclePolicy
     except ImportError as exc:
@@ -163,27 +189,34 @@ def env_step_overhead_us(episodes: int = 40, warmup: int = 10) -> dict:
     from atommem.actions import parse_actions
 
     samples = generate_synthetic(SynthConfig(num_entities=12, max_questions=4), n=warmup + episodes, seed=1)
-    env = MemoryEnv(EnvConfig(chunk_tokens=48, chunk_overlap=0), MemoryConfig(), HashEmbedder(256))
+    embedder = HashEmbedder(256)
+    env = MemoryEnv(EnvConfig(chunk_tokens=48, chunk_overlap=0), MemoryConfig(), embedder)
+    timed, direct = _PolicyClock(), _DirectEmbedder(embedder)
     step_s, parse_s, steps = 0.0, 0.0, 0
-    for i, sample in enumerate(samples):
-        env.reset(options={"sample": sample})
-        policy = OraclePolicy(store_relevant_p=1.0, store_distractor_p=0.5, rng_seed=i)
-        while not env.done:
-            text = policy.respond(env)
+
+    async def play_all() -> None:
+        nonlocal step_s, parse_s, steps
+        for i, sample in enumerate(samples):
+            env.reset(options={"sample": sample})
+            timed.policy = OraclePolicy(store_relevant_p=1.0, store_distractor_p=0.5, rng_seed=i)
+            timed.seconds = 0.0
             t0 = time.perf_counter()
-            env.step(text)
+            played = await play_episode(env, timed, embedder=direct)
+            env_s = time.perf_counter() - t0 - timed.seconds  # the episode minus the policy's own time
             t1 = time.perf_counter()
-            parse_actions(text)
-            t2 = time.perf_counter()
+            for turn in played.turns:
+                parse_actions(turn.response_text)
             if i >= warmup:
-                step_s += t1 - t0
-                parse_s += t2 - t1
-                steps += 1
+                step_s += env_s
+                parse_s += time.perf_counter() - t1
+                steps += len(played.turns)
+
+    asyncio.run(play_all())
     return {
         "env_step_overhead_us": round(step_s / steps * 1e6, 1),
         "env_parse_us": round(parse_s / steps * 1e6, 1),
         "env_steps_measured": steps,
-        "env_step_note": "MemoryEnv.step (parse + memory ops + HashEmbedder embedding + prompt build), oracle turns",
+        "env_step_note": "MemoryEnv.astep in play_episode (parse + memory ops + HashEmbedder embedding + prompt build), oracle turns",
     }
 
 

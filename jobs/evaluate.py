@@ -6,7 +6,7 @@
 
 import sys
 
-from atommem.jobs_common import main
+from atommem.commands import run_job
 
 if __name__ == "__main__":
-    sys.exit(main("evaluate"))
+    sys.exit(run_job("evaluate", sys.argv[1:]))

@@ -6,7 +6,7 @@
 
 import sys
 
-from atommem.jobs_common import main
+from atommem.commands import run_job
 
 if __name__ == "__main__":
-    sys.exit(main("rollout"))
+    sys.exit(run_job("rollout", sys.argv[1:]))

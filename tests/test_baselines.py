@@ -6,7 +6,8 @@ from atommem.config import Config, SynthConfig
 from atommem.data.synthetic import generate_synthetic
 from atommem.engines.base import Generation, SamplingParams
 from atommem.errors import UserError
-from atommem.eval.harness import evaluate_local
+from atommem.rollout.local_runners import LocalRunners
+from atommem.eval.evaluate import evaluation_runners, run_eval
 from atommem.policies import make_policy_factory, policy_names
 
 import atommem.baselines  # noqa: F401
@@ -14,6 +15,11 @@ from atommem.baselines.facts import facts_in, resolve
 from atommem.baselines.rag import passages
 
 SCRIPTED = ["memagent-scripted", "rag-scripted", "truncate-scripted"]
+
+
+def _eval(cfg, samples, name, **policy_kwargs):
+    with evaluation_runners(cfg, name, None, policy_kwargs=policy_kwargs) as runners:
+        return run_eval(runners, cfg, samples, name)
 
 
 def _cfg():
@@ -45,18 +51,18 @@ def test_model_baselines_without_engine_say_how_to_fix(name):
 
 
 def test_oracle_scores_one(long_samples):
-    r = evaluate_local(_cfg(), long_samples, make_policy_factory("oracle"), name="oracle")
+    r = _eval(_cfg(), long_samples, "oracle")
     assert r.em == 1.0 and r.summary["questions"] == sum(len(s.questions) for s in long_samples)
 
 
 def test_scripted_baselines_short_context_all_fit(short_samples):
     for name in SCRIPTED:
-        r = evaluate_local(_cfg(), short_samples, make_policy_factory(name), name=name)
+        r = _eval(_cfg(), short_samples, name)
         assert r.em == 1.0, name  # everything fits: memory capacity, top-k and window are not binding
 
 
 def test_scripted_baselines_long_context_signatures(long_samples):
-    res = {n: evaluate_local(_cfg(), long_samples, make_policy_factory(n), name=n) for n in SCRIPTED}
+    res = {n: _eval(_cfg(), long_samples, n) for n in SCRIPTED}
     rates = {n: r.summary["action_rates"] for n, r in res.items()}
     # MemAgent: only the scratchpad; RAG: creates + one query per question; truncate: answers only
     assert rates["memagent-scripted"]["scratchpad"] > 0 and rates["memagent-scripted"]["create"] == 0
@@ -72,8 +78,8 @@ def test_scripted_baselines_long_context_signatures(long_samples):
 
 
 def test_memagent_capacity_binds(long_samples):
-    tight = evaluate_local(_cfg(), long_samples, make_policy_factory("memagent-scripted", keep=1), name="k1")
-    roomy = evaluate_local(_cfg(), long_samples, make_policy_factory("memagent-scripted", keep=8), name="k8")
+    tight = _eval(_cfg(), long_samples, "memagent-scripted", keep=1)
+    roomy = _eval(_cfg(), long_samples, "memagent-scripted", keep=8)
     assert tight.em < roomy.em
 
 
@@ -117,8 +123,10 @@ def test_model_baselines_wrap_model_text_in_their_workflow(name, short_samples):
     sample = short_samples[0]
     gold = sample.questions[0].answers[0]
     engine = FakeEngine(tok, lambda prompt: f"memo {gold}" if "New memory:" in prompt else f"it is \\boxed{{{gold}}}")
-    factory = make_policy_factory(name, engine=engine, tokenizer=tok, sampling=SamplingParams(temperature=0.0, max_tokens=16))
-    r = evaluate_local(_cfg(), [sample], factory, name=name)
+    cfg = _cfg()
+    cfg.env.chunk_tokens = 256  # BPE tokens of the test tokenizer now chunk the context, not words
+    with LocalRunners(cfg, name, engines=[engine], tokenizer=tok, temperature=0.0) as runners:
+        r = run_eval(runners, cfg, [sample], name)
     assert r.episodes[0].correct[0] is True  # the boxed answer went through <final_answer>
     assert r.episodes[0].action_counts["error"] == 0
     assert all("Question:" in p or "New memory:" in p for p in engine.prompts)

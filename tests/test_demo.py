@@ -52,11 +52,13 @@ def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray
 
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     phases = {r["phase"] for r in rows}
-    (grpo_row,) = [r for r in rows if r["phase"] == "grpo"]
+    (grpo_row,) = [r for r in rows if r["phase"] == "grpo" and "em" in r]
+    # the dev curve: the SFT model at step 0, then every trainer.eval_every (1) steps, on the live engines
+    assert [r["step"] for r in rows if r["phase"] == "grpo" and "dev_em" in r] == [0, 1]
     assert report["rollout_em"] == {"first_step": grpo_row["em"], "last_step": grpo_row["em"]}
     md = report_path.read_text()
     assert f"EM {grpo_row['em']:.3f} at step 1 (the SFT policy)" in md and f"95% CI [{lo:+.3f}, {hi:+.3f}]" in md
-    assert {"sft", "grpo", "curve", "sft_control"} <= phases
+    assert {"sft", "grpo", "sft_control"} <= phases
     for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "config.yaml"):
         assert (run / name).is_file(), name
     for model in ("sft/model", "grpo/model", "sft_control/model"):

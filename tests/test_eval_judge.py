@@ -9,9 +9,8 @@ import pytest
 from atommem.config import Config, EvalConfig, SynthConfig
 from atommem.data.synthetic import generate_synthetic
 from atommem.errors import UserError
-from atommem.eval.harness import evaluate_local
+from atommem.eval.evaluate import evaluation_runners, run_eval
 from atommem.eval.judge import JudgeItem, LLMJudge, judge_messages, make_judge, parse_verdict
-from atommem.policies import make_policy_factory
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -92,6 +91,7 @@ def test_evaluation_with_judge_reports_accuracy_and_failures(judge_url):
     cfg = Config()
     cfg.env.chunk_tokens = 64
     samples = generate_synthetic(SynthConfig(), n=6, seed=0)
-    r = evaluate_local(cfg, samples, make_policy_factory("oracle"), name="oracle", judge=LLMJudge(judge_url, "m"))
+    with evaluation_runners(cfg, "oracle", None) as runners:
+        r = run_eval(runners, cfg, samples, "oracle", judge=LLMJudge(judge_url, "m"))
     assert r.summary["judge_acc"] == 1.0 and r.summary["judge_failures"] == 0
     assert all(len(e.judged) == len(e.correct) for e in r.episodes)

@@ -6,8 +6,8 @@ from atommem.config import Config, SynthConfig
 from atommem.data.schema import write_samples
 from atommem.data.synthetic import generate_synthetic
 from atommem.errors import UserError
-from atommem.eval import cli
-from atommem.eval.harness import evaluate
+from atommem.commands import eval as cli
+from atommem.eval.evaluate import evaluate
 
 
 def _cfg(tmp_path):

@@ -1,4 +1,4 @@
-"""jobs/: one thin entry point per stage; shared parsing, Ray joining and dispatch in atommem.jobs_common."""
+"""jobs/: one thin entry point per stage, each running a command of the one registry (atommem.commands)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import ast
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
-from atommem import jobs_common
-from atommem.config import ClusterConfig, Config
+from atommem.commands import COMMANDS, JOBS, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["prepare_data", "collect_sft", "train_sft", "train_grpo", "evaluate", "serve", "rollout"]
@@ -32,21 +30,23 @@ def test_job_file_is_a_thin_entry_point(name):
     assert not defs, f"{path} defines {[d.name for d in defs]}: logic belongs in the library"
     imports = {(n.module if isinstance(n, ast.ImportFrom) else a.name) for n in ast.walk(tree)
                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
-    assert imports <= {"sys", "atommem.jobs_common"}, imports
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "main"]
+    assert imports <= {"sys", "atommem.commands"}, imports
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "run_job"]
     assert [c.args[0].value for c in calls] == [name]  # dispatches to its own job
-    assert name in jobs_common.JOBS or name in jobs_common.CLI_JOBS
+    assert name in JOBS
 
 
 def test_every_job_file_in_jobs_is_known():
-    assert {p.stem for p in (ROOT / "jobs").glob("*.py")} == set(STAGES)
+    assert {p.stem for p in (ROOT / "jobs").glob("*.py")} == set(STAGES) == set(JOBS)
 
 
-@pytest.mark.parametrize("name", sorted(jobs_common.JOBS))
-def test_job_help_lists_config_and_set(name):
-    text = jobs_common.job_parser(name).format_help()
-    assert "--config" in text and "--set" in text
-    assert ("--resume" in text) == (name == "train_grpo")
+@pytest.mark.parametrize("name", sorted(set(COMMANDS) - {"data", "env", "model"}))
+def test_command_help_lists_config_and_set(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_command(name, ["--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--config" in text and "--set" in text
+    assert ("--resume" in text) == (name == "train")
 
 
 def test_job_file_help_runs():
@@ -66,74 +66,6 @@ def test_missing_config_file_is_a_user_error():
     out = _run_job("collect_sft", "--config", "configs/does_not_exist.yaml")
     assert out.returncode == 2
     assert "does_not_exist.yaml" in out.stderr and "Traceback" not in out.stderr
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """Replace Ray joining and the library stages with recorders."""
-    record: dict[str, list] = {"init_ray": []}
-    from atommem import runtime
-
-    monkeypatch.setattr(runtime, "init_ray", lambda cluster=None, **kw: record["init_ray"].append(cluster))
-
-    def recorder(key, result):
-        def fn(*args, **kwargs):
-            record.setdefault(key, []).append((args, kwargs))
-            return result
-        return fn
-
-    train = types.ModuleType("atommem.train")
-    train.collect_sft = recorder("collect_sft", Path("/tmp/sft_data"))
-    train.train_sft = recorder("train_sft", Path("/tmp/sft/model"))
-    train.train_grpo = recorder("train_grpo", Path("/tmp/grpo/model"))
-    eval_cli = types.ModuleType("atommem.eval.cli")
-    eval_cli.main = recorder("evaluate", 0)
-    rollout_cli = types.ModuleType("atommem.rollout.cli")
-    rollout_cli.main = recorder("rollout", 0)
-    import atommem
-    import atommem.eval
-    import atommem.rollout
-
-    for parent, name, module in [(atommem, "train", train), (atommem.eval, "cli", eval_cli),
-                                 (atommem.rollout, "cli", rollout_cli)]:
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setattr(parent, name, module, raising=False)
-    return record
-
-
-def test_train_grpo_joins_ray_and_passes_overrides_and_resume(calls, capsys):
-    rc = jobs_common.main("train_grpo", ["--config", "configs/tiny_cpu.yaml", "--set", "grpo.lr=2e-6",
-                                         "--set", "trainer.steps=3", "--set", "cluster.num_cpus=1", "--resume"])
-    assert rc == 0
-    (args, kwargs), = calls["train_grpo"]
-    cfg = args[0]
-    assert isinstance(cfg, Config)
-    assert cfg.grpo.lr == pytest.approx(2e-6) and cfg.trainer.steps == 3
-    assert kwargs == {"resume": True}
-    assert calls["init_ray"] == [ClusterConfig(num_cpus=1)]
-    assert "/tmp/grpo/model" in capsys.readouterr().out
-
-
-def test_train_grpo_without_resume(calls):
-    assert jobs_common.main("train_grpo", ["--config", "configs/tiny_cpu.yaml"]) == 0
-    assert calls["train_grpo"][0][1] == {"resume": False}
-
-
-@pytest.mark.parametrize("name", ["collect_sft", "train_sft"])
-def test_sft_stages_call_the_library(calls, name):
-    assert jobs_common.main(name, ["--config", "configs/tiny_cpu.yaml", "--set", "sft.steps=7"]) == 0
-    (args, kwargs), = calls[name]
-    assert args[0].sft.steps == 7 and kwargs == {}
-    assert len(calls["init_ray"]) == 1
-
-
-@pytest.mark.parametrize("name, extra", [("rollout", ["--policy", "oracle"]),
-                                         ("evaluate", ["--checkpoint", "ck", "--policies", "atommem,rag"])])
-def test_cli_jobs_hand_everything_to_the_owning_cli(calls, name, extra):
-    argv = ["--config", "configs/tiny_cpu.yaml", "--set", "rollout.num_samples=2", *extra]
-    assert jobs_common.main(name, argv) == 0
-    assert calls[name] == [((argv,), {})]
-    assert calls["init_ray"] == []  # the owning CLI joins Ray when it needs to
 
 
 def test_cli_job_help_is_the_owning_clis():

@@ -7,6 +7,7 @@ cached in ~/.cache/torch_extensions afterwards); later runs start in seconds.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import random
 
@@ -100,12 +101,16 @@ def test_weight_sync_to_engine_and_save_hf(setup, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from atommem.engines.base import SamplingParams
+    from atommem.engines.fleet import EngineFleet
     from atommem.engines.hf import HFEngine
 
     group, model_dir, cfg, vocab = setup
-    engine = ray.remote(HFEngine).options(num_cpus=0).remote(str(model_dir), max_batch_size=4, batch_wait_ms=1.0)
+    cfg = copy.deepcopy(cfg)
+    cfg.engine.num_cpus = 0  # the two learner ranks hold both CPUs of this Ray
+    fleet = EngineFleet(cfg, str(model_dir))
+    engine = fleet.handles[0]
     try:
-        info = group.sync_weights([engine], version=7)
+        info = fleet.sync_weights(group, version=7)
         assert info["bytes"] > 0 and info["seconds"] > 0
         hf_dir = group.save_hf(tmp_path / "hf")
         saved = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
@@ -122,10 +127,10 @@ def test_weight_sync_to_engine_and_save_hf(setup, tmp_path):
         assert got.token_ids == want.token_ids
         # A second sync reuses the group.
         group.update_grpo(batch_for(ray, make_trajectories(vocab, seed=1))[0])
-        group.sync_weights([engine], version=8)
+        fleet.sync_weights(group, version=8)
         assert ray.get(engine.generate.remote(prompt, params)).weight_version == 8
     finally:
-        ray.kill(engine)
+        fleet.shutdown()
 
 
 def test_checkpoint_resume_gives_the_same_next_step(setup, tmp_path):

@@ -136,10 +136,6 @@ def test_prepare_data_then_one_grpo_step_under_ray_job_submit(head, tmp_path):
     assert f"EXE {VENV_BIN}" in probe
     assert "PKG " in probe and str(ROOT / "atommem") not in probe
 
-    try:
-        from atommem.train import train_grpo  # noqa: F401  (the lead's training loop)
-    except ImportError:
-        pytest.skip("atommem.train.train_grpo is not written yet: the GRPO half of this test needs it")
     run_dir = tmp_path / "run"
     grpo = [*data, f"model.path={tmp_path / 'model'}", f"trainer.run_dir={run_dir}", "trainer.steps=1",
             "trainer.eval_every=0", "trainer.checkpoint_every=1", "trainer.tensorboard=false",

@@ -4,7 +4,8 @@ import pytest
 
 from atommem.errors import UserError
 from atommem.rollout.records import TrajectorySummary
-from atommem.train import EpochSampler, rollout_stats
+from atommem.data.sampler import EpochSampler
+from atommem.trainer.grpo import rollout_record
 
 
 def test_sampler_covers_each_epoch_once_and_reshuffles():
@@ -32,12 +33,12 @@ def _summary(uid, g, reward, correct, counts, turns):
     return TrajectorySummary(f"{uid}#{g}", uid, g, reward, turns, 7, correct, counts, counts.get("error", 0), 0, "synthetic", 40)
 
 
-def test_rollout_stats_rates_are_ops_per_turn():
+def test_rollout_record_rates_are_ops_per_turn():
     summaries = [
         _summary("a", 0, 1.0, [True], {"create": 2, "read": 1, "answer": 1}, 4),
         _summary("a", 1, 0.0, [False, False], {"create": 0, "read": 2, "answer": 2, "error": 1}, 6),
     ]
-    st = rollout_stats(summaries)
+    st = rollout_record(summaries, [1000])
     assert st["reward_mean"] == pytest.approx(0.5) and st["reward_std"] == pytest.approx(0.5)
     assert st["em"] == pytest.approx(1 / 3)  # question-weighted
     assert st["rate_create"] == pytest.approx(0.2) and st["rate_read"] == pytest.approx(0.3)
@@ -47,7 +48,7 @@ def test_rollout_stats_rates_are_ops_per_turn():
 
 def test_sft_learner_takes_its_own_cpus_and_leaves_the_grpo_learner_alone():
     from atommem.config import load_config
-    from atommem.train import sft_learner_config
+    from atommem.trainer.sft import sft_learner_config
 
     cfg = load_config(None, ["learner.num_cpus=1", "learner.zero_stage=3", "sft.learner_cpus=2", "sft.zero_stage=0"])
     sft = sft_learner_config(cfg)

@@ -1,4 +1,4 @@
-"""`atommem data synth | build | show`: make Parquet sample directories and inspect them."""
+"""`atommem data synth | build | prepare | show`: make Parquet sample directories and inspect them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from atommem.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atommem data", description="Synthesise, build and inspect datasets.")
+    p = argparse.ArgumentParser(prog="atommem data", description="Synthesise, build, prepare and inspect datasets.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("synth", help="generate synthetic samples (facts about invented people)")
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, help="use at most N questions, a seeded random subset (paper: train 20000, dev 600)")
     b.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
+    r = sub.add_parser("prepare", help="synthesise the missing train/dev(/test) splits a config names; real sets are kept")
+    r.add_argument("--config", required=True, help="YAML config; its data section names the splits")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+
     w = sub.add_parser("show", help="summarise a sample directory")
     w.add_argument("path", help="Parquet directory or file")
     w.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -49,7 +53,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    return {"synth": _synth, "build": _build, "show": _show}[args.cmd](args)
+    return {"synth": _synth, "build": _build, "prepare": _prepare, "show": _show}[args.cmd](args)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from atommem.config import load_config
+    from atommem.data.prepare import prepare
+
+    paths = prepare(load_config(args.config, args.set))
+    print(json.dumps({split: str(path) for split, path in paths.items()}, indent=2))
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
 
         raise UserError("no data to evaluate: pass --data DIR or set data.dev in the config")
     policies = [s.strip() for s in args.policies.split(",") if s.strip()] if args.policies else list(cfg.eval.policies)
-    from atommem.eval.harness import evaluate
+    from atommem.eval.evaluate import evaluate
 
     report = evaluate(cfg, args.checkpoint, data, policies, out_dir=args.out)
     summary = {name: {k: s[k] for k in ("episodes", "questions", "em", "f1", "mean_turns")} for name, s in report["policies"].items()}

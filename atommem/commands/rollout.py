@@ -57,13 +57,23 @@ def main(argv: list[str]) -> int:
 
         samples = read_samples(prepare(cfg)["train"], limit=num_samples)
 
+    from atommem.eval.scores import EpisodeScore, summarize
     from atommem.rollout.parquet import write_trajectories
     from atommem.rollout.play import play
 
-    results, stats = play(cfg, samples, group_size, policy, model_path, progress=not args.no_progress)
+    results, wall_s = play(cfg, samples, group_size, policy, model_path, progress=not args.no_progress)
+    summaries = [s for _, s in results]
+    summary = summarize([EpisodeScore.of(s) for s in summaries], cfg.eval.length_buckets)
+    tokens = sum(s.generated_tokens for s in summaries)
+    summary.update(policy=policy, wall_s=wall_s, generated_tokens=tokens,
+                   episodes_per_s=len(results) / wall_s, generated_tokens_per_s=tokens / wall_s)
     out = Path(args.out or cfg.rollout.out or Path(cfg.trainer.run_dir) / "trajectories")
     write_trajectories([ref for ref, _ in results], out)
-    (out / "summary.json").write_text(json.dumps(stats.to_dict(), indent=2))
-    print(stats.format())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    rates = "  ".join(f"{k} {v:.2f}" for k, v in summary["action_rates"].items())
+    print(f"policy {policy}: {len(results)} episodes in {wall_s:.1f}s ({summary['episodes_per_s']:.2f}/s, "
+          f"{summary['generated_tokens_per_s']:.0f} generated tokens/s)")
+    print(f"  EM {summary['em']:.3f}   F1 {summary['f1']:.3f}   turns/episode {summary['mean_turns']:.1f}")
+    print(f"  actions per turn: {rates}")
     print(f"wrote {len(results)} trajectories to {out}")
     return 0

@@ -2,8 +2,8 @@
 
 The driver hands over (ObjectRef[Trajectory], advantage) pairs; each actor fetches its own shard, so
 token lists never pass through the driver. Weight sync streams the gathered ZeRO-3 parameters from
-learner rank 0 to every engine over a dedicated group (see weight_sync/process_group.py), built once per
-set of engines and reused across syncs.
+learner rank 0 to every engine over a dedicated group (see weight_sync/process_group.py); the engine
+fleet (`engines/fleet.py`) builds that group once per set of engines and drives each sync.
 """
 
 from __future__ import annotations
@@ -90,8 +90,6 @@ class LearnerGroup:
             setups.append(w.setup.remote(master_addr, master_port, seen[ip], per_node[ip]))
             seen[ip] += 1
         ray.get(setups)
-        self._sync_engines: tuple | None = None
-        self.weight_version = 0
 
     def _run(self, method: str, *per_rank_args: list) -> list:
         import ray
@@ -115,31 +113,22 @@ class LearnerGroup:
         merged["step_seconds"] = time.perf_counter() - start
         return merged
 
-    def sync_weights(self, engine_handles: Sequence[Any], version: int | None = None) -> dict[str, float]:
-        """Broadcast the current weights to every engine actor; they stamp later outputs with `version`."""
+    # -- the learner side of a weight sync (`engines/fleet.py` drives both sides)
+    def weight_sync_address(self) -> tuple[str, int]:
+        """Where the weight-sync group's store will listen: rank 0's node and a free port there."""
         import ray
 
-        start = time.perf_counter()
-        self.weight_version = self.weight_version + 1 if version is None else version
-        key = tuple(h._actor_id.hex() for h in engine_handles)
-        try:
-            if self._sync_engines != key:
-                backend = "nccl" if self.cfg.learner.num_gpus > 0 else "gloo"
-                ip, port = ray.get(self.workers[0].address.remote())
-                world = len(engine_handles) + 1
-                ray.get(
-                    [self.workers[0].init_weight_sender.remote(ip, port, world, backend)]
-                    + [h.init_weight_sync.remote(ip, port, i + 1, world, backend) for i, h in enumerate(engine_handles)]
-                )
-                self._sync_engines = key
-            sends = [w.broadcast_weights.remote() for w in self.workers]
-            receives = [h.receive_weights.remote(self.weight_version) for h in engine_handles]
-            sent = ray.get(sends)[0]
-            ray.get(receives)
-        except Exception:
-            self._sync_engines = None  # a failed broadcast leaves the group unusable: rebuild it next time
-            raise
-        return {"seconds": time.perf_counter() - start, "bytes": float(sent), "version": float(self.weight_version)}
+        return ray.get(self.workers[0].address.remote())
+
+    def init_weight_sender(self, master_addr: str, master_port: int, world_size: int, backend: str) -> Any:
+        """Rank 0 joins the weight-sync group as its sender. Returns the ObjectRef: the engines must join
+        concurrently, so the caller waits on it together with theirs."""
+        return self.workers[0].init_weight_sender.remote(master_addr, master_port, world_size, backend)
+
+    def broadcast_weights(self) -> list:
+        """Every rank gathers its ZeRO-3 shards bucket by bucket; rank 0 broadcasts them. Returns the ranks'
+        ObjectRefs (rank 0's result is the bytes sent), to be awaited together with the receivers."""
+        return [w.broadcast_weights.remote() for w in self.workers]
 
     def state_dict(self) -> dict:
         """Full weights gathered to the driver (tests and small models only)."""

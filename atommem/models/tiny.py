@@ -69,10 +69,29 @@ def build_tiny_model(
     return out
 
 
+class _TranscribingPolicy:
+    """Wraps a policy and writes down what it sees and says: each new system prompt, each user message, each response."""
+
+    def __init__(self, policy, texts: list[str], seen_system: set[str]):
+        self.policy, self.texts, self.seen_system = policy, texts, seen_system
+
+    async def act(self, env):
+        system, user = env.prompt_messages()
+        if system["content"] not in self.seen_system:
+            self.seen_system.add(system["content"])
+            self.texts.append(system["content"])
+        out = await self.policy.act(env)
+        self.texts += [user["content"], out.text]
+        return out
+
+
 def synthetic_corpus(synth_cfg: SynthConfig, episodes: int = CORPUS_EPISODES) -> list[str]:
     """Texts the tiny policy will see: oracle episodes on synthetic samples, rendered by the env prompts
     in both prompt styles (system prompt once per style, then each turn's user message and response)."""
+    import asyncio
+
     from atommem.data.synthetic import generate_synthetic
+    from atommem.env.episode import play_episode
     from atommem.env.memory_env import MemoryEnv
     from atommem.memory.embedders import HashEmbedder
     from atommem.policies.oracle import OraclePolicy
@@ -80,19 +99,15 @@ def synthetic_corpus(synth_cfg: SynthConfig, episodes: int = CORPUS_EPISODES) ->
     samples = generate_synthetic(synth_cfg, n=episodes, seed=synth_cfg.seed)
     texts: list[str] = []
     seen_system: set[str] = set()
-    for style in ("full", "compact"):
-        env = MemoryEnv(EnvConfig(prompt_style=style, chunk_tokens=200), MemoryConfig(), HashEmbedder(dim=64))
-        for sample in samples:
-            env.reset(options={"sample": sample})
-            oracle = OraclePolicy()
-            while not env.done:
-                system, user = env.prompt_messages()
-                if system["content"] not in seen_system:
-                    seen_system.add(system["content"])
-                    texts.append(system["content"])
-                response = oracle.respond(env)
-                texts += [user["content"], response]
-                env.step(response)
+
+    async def transcribe() -> None:
+        for style in ("full", "compact"):
+            env = MemoryEnv(EnvConfig(prompt_style=style, chunk_tokens=200), MemoryConfig(), HashEmbedder(dim=64))
+            for sample in samples:
+                env.reset(options={"sample": sample})
+                await play_episode(env, _TranscribingPolicy(OraclePolicy(), texts, seen_system))
+
+    asyncio.run(transcribe())
     return texts
 
 

@@ -19,12 +19,13 @@ from typing import Any, Callable
 
 from atommem.config import Config
 from atommem.engines.base import SamplingParams
+from atommem.env.episode import play_episode
 from atommem.env.memory_env import MemoryEnv
 from atommem.memory.embedders import BatchingEmbedder, make_embedder
 from atommem.policies.base import Policy
 from atommem.rollout.replica_router import ReplicaRouter, StickyEngine
 from atommem.rollout.records import EpisodeRequest, TrajectorySummary
-from atommem.trajectory import Trajectory, Turn
+from atommem.trajectory import Trajectory
 
 # (request, engine client or None, tokenizer or None) -> a fresh Policy for that one episode
 PolicyFactory = Callable[[EpisodeRequest, "StickyEngine | None", Any], Policy]
@@ -61,8 +62,10 @@ def builtin_policy_factory(
 
 
 def needs_engine(policy: str | PolicyFactory) -> bool:
-    """Named policies other than the oracle drive an engine; a custom factory gets engines only if given."""
-    return isinstance(policy, str) and policy != "oracle"
+    """Named model-driven policies drive an engine; a custom factory gets engines only if given."""
+    from atommem.baselines import needs_model
+
+    return isinstance(policy, str) and needs_model(policy)
 
 
 class EnvRunner:
@@ -126,38 +129,21 @@ class EnvRunner:
         env = MemoryEnv(self.cfg.env, self.cfg.memory, self._embedder, tokenizer=self.tokenizer)
         env.reset(seed=request.seed, options={"sample": request.sample})
         engine = self.engines.acquire(request.episode_id) if self.engines is not None else None
-        replica = engine.replica if engine is not None else None
-        turns: list[Turn] = []
         try:
-            policy = self._factory(request, engine, self.tokenizer)
-            while not env.done:
-                phase = env.phase
-                out = await policy.act(env)
-                await env.astep(out.text, complete=out.complete, embedder=self.embedder)
-                turns.append(
-                    Turn(
-                        prompt_ids=list(out.prompt_ids or []),
-                        response_ids=list(out.response_ids or []),
-                        logprobs=list(out.logprobs or []),
-                        weight_version=out.weight_version,
-                        phase=phase,
-                        response_text=out.text,
-                    )
-                )
-            if engine is not None:
-                replica = engine.replica  # may have moved if its replica died
+            played = await play_episode(env, self._factory(request, engine, self.tokenizer), embedder=self.embedder)
+            replica = engine.replica if engine is not None else None  # may have moved if its replica died
         finally:
             if self.engines is not None:
                 self.engines.release(request.episode_id)
-        res = env.result()
+        res = played.result
         self.episodes += 1
-        self.env_steps += len(turns)
+        self.env_steps += len(played.turns)
         return Trajectory(
             uid=request.uid,
             group_index=request.group_index,
             sample_id=request.sample.id,
             source=request.sample.source,
-            turns=turns,
+            turns=played.turns,
             reward=res.reward,
             correct=list(res.correct),
             f1=list(res.f1),

@@ -152,6 +152,13 @@ class RolloutPool:
         return [asdict(e) for e in self.history]
 
     # ------------------------------------------------------------------ episodes
+    def pending(self) -> int:
+        """Episodes queued on the driver, not yet on a runner."""
+        return self.group.pending()
+
+    def in_flight(self) -> int:
+        return self.group.in_flight()
+
     def submit(self, requests: list) -> None:
         self.group.submit(requests)
         self.autoscale()

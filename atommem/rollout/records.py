@@ -36,6 +36,7 @@ class TrajectorySummary:
     source: str
     context_tokens: int
     f1: list[float] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)  # per question ("" = unanswered): what an LLM judge grades
     worker: str = ""  # which EnvRunner played it
 
     @classmethod
@@ -54,6 +55,7 @@ class TrajectorySummary:
             source=traj.source,
             context_tokens=traj.context_tokens,
             f1=list(traj.f1),
+            answers=list(traj.answers),
             worker=worker,
         )
 

@@ -160,6 +160,7 @@ class AnswerService:
 
     async def _play(self, req: AnswerRequest) -> AnswerResponse:
         from atommem.errors import EngineError
+        from atommem.env.episode import play_episode
         from atommem.env.memory_env import MemoryEnv
         from atommem.policies.model import ModelPolicy
         from atommem.rollout.env_runner import sampling_params
@@ -178,28 +179,24 @@ class AnswerService:
         )
         env = MemoryEnv(cfg.env, memory_cfg, self.embedder, tokenizer=self.tokenizer)
         env.reset(options={"sample": sample})
-        trace: list[TraceTurn] = []
-        prompt_tokens = completion_tokens = 0
-        while not env.done and (opts.max_turns is None or len(trace) < opts.max_turns):
-            phase = env.phase
-            try:
-                out = await policy.act(env)
-            except EngineError as exc:
-                raise EngineUnavailable(str(exc)) from exc
-            _, _, _, _, info = await env.astep(out.text, complete=out.complete, embedder=self._batching)
-            parsed = parse_actions(out.text, strict=cfg.env.strict_format)
-            trace.append(
-                TraceTurn(
-                    turn=len(trace),
-                    phase=phase,
-                    response=out.text,
-                    actions=[ActionOut(kind=action_kind(a), text=render_action(a)) for a in parsed.actions],
-                    errors=list(info["errors"]),
-                )
+        try:
+            played = await play_episode(env, policy, embedder=self._batching, max_turns=opts.max_turns)
+        except EngineError as exc:
+            raise EngineUnavailable(str(exc)) from exc
+        trace = [
+            TraceTurn(
+                turn=i,
+                phase=turn.phase,
+                response=turn.response_text,
+                actions=[ActionOut(kind=action_kind(a), text=render_action(a))
+                         for a in parse_actions(turn.response_text, strict=cfg.env.strict_format).actions],
+                errors=list(info["errors"]),
             )
-            prompt_tokens += len(out.prompt_ids or [])
-            completion_tokens += len(out.response_ids or [])
-        res = env.result()
+            for i, (turn, info) in enumerate(zip(played.turns, played.infos))
+        ]
+        prompt_tokens = sum(len(t.prompt_ids) for t in played.turns)
+        completion_tokens = sum(len(t.response_ids) for t in played.turns)
+        res = played.result
         return AnswerResponse(
             answers=[AnswerOut(question=q, answer=a) for q, a in zip(req.questions, res.answers)],
             memory=[MemoryOut(id=e.id, text=e.text) for e in res.memory],

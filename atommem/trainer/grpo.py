@@ -1,0 +1,254 @@
+"""GRPO training: the rollout system (an `EngineFleet` + an autoscaled `RolloutPool` of EnvRunners) joined
+to the learner group.
+
+A step plays `grpo.batch_groups` samples x `grpo.group_size` rollouts, computes advantages per trajectory
+(grouped by uid) from the small summaries, ships (trajectory ref, advantage) pairs to the learner group,
+then broadcasts the new weights to every engine. `trainer.mode: async` keeps the next batch's rollouts
+running while the learner steps; trajectories older than `trainer.max_staleness` versions are dropped
+and replaced. `GRPOTrainer.run()` is the whole loop (dev curve, checkpoints, time budget); `atommem train`
+and the demo both call it. Everything lands in `trainer.run_dir`: config, metrics.jsonl, TensorBoard,
+checkpoints, models.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from atommem.config import Config
+from atommem.data.sampler import EpochSampler
+from atommem.data.schema import Sample
+from atommem.errors import UserError
+from atommem.eval.evaluate import EvalResult
+from atommem.eval.scores import EpisodeScore, summarize
+from atommem.tracking import RunLogger
+from atommem.trainer.inputs import dev_samples, model_path_of, train_samples
+
+
+def rollout_record(summaries: list, length_buckets: list[int]) -> dict:
+    """Training-log scalars of one batch of rollouts (TrajectorySummary objects), in the evaluation's
+    score schema: EM, reward mean/spread, turns, generated tokens, action rates as `rate_<kind>`."""
+    scores = summarize([EpisodeScore.of(s) for s in summaries], length_buckets)
+    rewards = [s.reward for s in summaries]
+    out = {
+        "reward_mean": float(np.mean(rewards)) if rewards else 0.0,
+        "reward_std": float(np.std(rewards)) if rewards else 0.0,
+        "em": scores["em"],
+        "episodes": scores["episodes"],
+        "turns_per_episode": scores["mean_turns"],
+        "generated_tokens": sum(s.generated_tokens for s in summaries),
+    }
+    out.update({f"rate_{k}": v for k, v in scores["action_rates"].items()})
+    return out
+
+
+def eval_record(result: EvalResult) -> dict:
+    """`dev_*` scalars of an evaluation, for the run's metrics (EM, F1, action rates)."""
+    s = result.summary
+    return {"dev_em": s["em"], "dev_f1": s["f1"], **{f"dev_rate_{k}": v for k, v in s["action_rates"].items()}}
+
+
+@dataclass
+class GRPOState:
+    step: int = 0
+    version: int = 0
+    train_seconds: float = 0.0  # wall time of rollouts + updates + syncs (evaluation excluded)
+    sampler: dict = field(default_factory=dict)
+
+
+class GRPOTrainer:
+    """Owns the engine fleet, the rollout pool, the evaluation runners and the learner group of one GRPO run."""
+
+    def __init__(self, cfg: Config, model_path: str, logger: RunLogger):
+        from atommem.engines.fleet import EngineFleet
+        from atommem.learner.learner_group import LearnerGroup
+        from atommem.rollout.buffer import GroupBuffer
+        from atommem.rollout.env_runner_group import EnvRunnerGroup
+        from atommem.rollout.pool import RolloutPool
+
+        if cfg.trainer.mode == "async" and cfg.trainer.max_staleness < 1:
+            raise UserError("trainer.mode: async plays the next batch during the update: set trainer.max_staleness >= 1")
+        self.cfg = cfg
+        self.logger = logger
+        self.model_path = model_path
+        self.train = train_samples(cfg)
+        self.fleet = self.learner = self.pool = self.eval_runners = None
+        try:
+            self.fleet = EngineFleet(cfg, model_path)
+            self.learner = LearnerGroup(cfg, model_path, stage="grpo")
+            r = cfg.rollout
+            first = min(max(r.num_workers, r.min_workers, 1), r.max_workers)
+            self.pool = RolloutPool(EnvRunnerGroup(cfg, "model", self.fleet.handles, model_path, num_runners=first), r)
+        except BaseException:
+            self.shutdown()
+            raise
+        self.buffer = GroupBuffer(cfg.grpo.group_size, dynamic_filter=cfg.grpo.dynamic_filter, keep=self._fresh)
+        self.state = GRPOState()
+        self.sampler = EpochSampler(len(self.train), cfg.trainer.seed)
+
+    # -- rollouts
+    def _submit(self, num_groups: int) -> None:
+        from atommem.rollout.records import make_requests
+
+        picked = [self.train[i] for i in self.sampler.take(num_groups)]
+        # A nonce per submission keeps uids and episode ids unique when a sample comes round again.
+        nonce = f"v{self.state.version}s{self.state.step}e{self.sampler.epoch}p{self.sampler.pos}"
+        seen: set[str] = set()
+        unique = [s for s in picked if not (s.id in seen or seen.add(s.id))]
+        self.pool.submit(make_requests(unique, self.cfg.grpo.group_size, nonce=nonce,
+                                       seed=self.cfg.trainer.seed + 7919 * self.state.step))
+
+    def _fresh(self, summaries: list) -> bool:
+        """Buffer predicate: a group is usable when every turn is within max_staleness versions."""
+        return min(s.min_weight_version for s in summaries) >= self.state.version - self.cfg.trainer.max_staleness
+
+    def _gather(self) -> tuple[list[list], dict]:
+        """Complete groups for one step; groups dropped (no reward variance, stale) are replaced."""
+        B = self.cfg.grpo.batch_groups
+        dropped = self.buffer.dropped_groups
+        while self.buffer.num_complete < B:
+            if self.pool.in_flight() + self.pool.pending() == 0:
+                self._submit(B - self.buffer.num_complete)
+            for ref, summary in self.pool.results():
+                self.buffer.add(ref, summary)
+                if self.buffer.num_complete >= B:
+                    break
+        return self.buffer.pop_groups(B), {"groups_dropped": self.buffer.dropped_groups - dropped}
+
+    # -- one step
+    def step(self) -> dict:
+        from atommem.learner.grpo import group_advantages
+        from atommem.metrics import get_metrics
+
+        cfg = self.cfg
+        t0 = time.monotonic()
+        groups, extra = self._gather()
+        if cfg.trainer.mode == "async":
+            self._submit(cfg.grpo.batch_groups)  # next batch plays while the learner steps
+        t_roll = time.monotonic() - t0
+        entries = [e for g in groups for e in g]
+        summaries = [s for _, s in entries]
+        advantages = group_advantages([s.reward for s in summaries], [s.uid for s in summaries],
+                                      std_normalize=cfg.grpo.std_normalize)
+        expected_rows = sum(s.num_turns for s in summaries)
+        t1 = time.monotonic()
+        metrics = self.learner.update_grpo([(ref, float(a)) for (ref, _), a in zip(entries, advantages)])
+        if metrics.get("rows_consumed", expected_rows) != expected_rows:
+            raise RuntimeError(f"learner consumed {metrics['rows_consumed']} rows, the batch has {expected_rows}")
+        t_learn = time.monotonic() - t1
+        self.state.version += 1
+        sync = self.fleet.sync_weights(self.learner, self.state.version)
+        self.state.step += 1
+        step_s = time.monotonic() - t0
+        self.state.train_seconds += step_s
+        record = {
+            **rollout_record(summaries, cfg.eval.length_buckets),
+            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            **extra,
+            "rollout_s": t_roll,
+            "learner_s": t_learn,
+            "sync_s": sync["seconds"],
+            "sync_bytes": sync["bytes"],
+            "step_s": step_s,
+            "train_seconds": self.state.train_seconds,
+            "weight_version": self.state.version,
+            "staleness": self.state.version - 1 - min(s.min_weight_version for s in summaries),
+            "rollout_workers": self.pool.num_workers,
+        }
+        get_metrics().learner_step(t_learn, int(metrics.get("tokens", 0)), record)
+        get_metrics().weight_sync(record["sync_s"], int(record["sync_bytes"]))
+        get_metrics().staleness(record["staleness"])
+        return record
+
+    # -- evaluation on the live engines, through the one evaluation path
+    def evaluate(self, samples: list[Sample], tag: str) -> EvalResult:
+        from atommem.eval.evaluate import evaluation_runners, run_eval
+
+        if self.eval_runners is None:
+            self.eval_runners = evaluation_runners(self.cfg, "atommem", self.model_path, self.fleet.handles)
+        return run_eval(self.eval_runners, self.cfg, samples, "atommem", tag=tag)
+
+    # -- the loop
+    def run(self, dev: list[Sample] | None = None, on_step: Callable[[dict], None] | None = None) -> None:
+        """Step until `trainer.steps` or `trainer.time_budget_s` of training time; every `trainer.eval_every`
+        steps score `dev` (logged as dev_* in the step's record), every `trainer.checkpoint_every` save."""
+        from tqdm import tqdm
+
+        cfg, run_dir = self.cfg, Path(self.cfg.trainer.run_dir)
+        bar = tqdm(total=cfg.trainer.steps, initial=self.state.step, desc="grpo")
+        scaled = len(self.pool.history)
+        while self.state.step < cfg.trainer.steps:
+            if cfg.trainer.time_budget_s is not None and self.state.train_seconds >= cfg.trainer.time_budget_s:
+                break
+            record = self.step()
+            step = self.state.step
+            if dev and cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+                record.update(eval_record(self.evaluate(dev, f"s{step}")))
+            self.logger.log(step, record, phase="grpo")
+            for event in self.pool.workers_over_time()[scaled:]:
+                self.logger.log(step, event, phase="rollout_pool")
+                print(f"[grpo] rollout workers {event['action']}: {event['workers']} "
+                      f"(pending {event['pending']}, in flight {event['in_flight']})", flush=True)
+            scaled = len(self.pool.history)
+            if on_step is not None:
+                on_step(record)
+            bar.update(1)
+            bar.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record.get('kl', 0):.4f}")
+            if cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0:
+                self.save(run_dir / "checkpoints" / f"step-{step}")
+        bar.close()
+
+    # -- checkpoints
+    def save(self, path: Path) -> None:
+        self.state.sampler = self.sampler.state_dict()
+        extra = {"grpo_state": self.state.__dict__, "py_rng": random.getstate(), "np_rng": np.random.get_state()}
+        self.learner.save_checkpoint(str(path), extra)
+
+    def resume(self, path: Path) -> None:
+        extra = self.learner.load_checkpoint(str(path))
+        self.state = GRPOState(**extra["grpo_state"])
+        self.sampler = EpochSampler.from_state(self.state.sampler)
+        random.setstate(extra["py_rng"])
+        np.random.set_state(extra["np_rng"])
+        self.fleet.sync_weights(self.learner, self.state.version)
+
+    def shutdown(self) -> None:
+        for part in (self.pool, self.eval_runners, self.learner, self.fleet):
+            if part is not None:
+                part.shutdown()
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def train_grpo(cfg: Config, resume: bool = False) -> Path:
+    """`atommem train`: GRPO from `model.path` (typically the SFT model); returns the final HF model dir."""
+    from atommem.runtime import init_ray
+
+    run_dir = Path(cfg.trainer.run_dir)
+    model_path = model_path_of(cfg)
+    init_ray(cfg.cluster)
+    logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
+    dev = dev_samples(cfg) if cfg.trainer.eval_every else None
+    trainer = GRPOTrainer(cfg, model_path, logger)
+    try:
+        if resume:
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is None:
+                raise UserError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+            trainer.resume(ckpt)
+            print(f"resumed from {ckpt} at step {trainer.state.step}")
+        trainer.run(dev)
+        out = trainer.learner.save_hf(str(run_dir / "grpo" / "model"))
+    finally:
+        trainer.shutdown()
+        logger.close()
+    print(f"GRPO model: {out}")
+    return out

@@ -1,0 +1,176 @@
+"""SFT: a teacher plays episodes (`collect_teacher`), then supervised fine-tuning on every turn it played.
+
+- `collect_teacher(cfg)`: the teacher (the scripted oracle on synthetic data, or an OpenAI-compatible model
+  through `engine.kind: openai`) plays `sft.teacher_episodes` training samples on the rollout runners;
+  trajectories with reward >= sft.min_reward are kept (as object refs) and written as Parquet.
+- `SFTTrainer`: the learner group in SFT mode over those trajectories (loss on response tokens only),
+  `run()` for a number of steps and/or seconds, `save()` / `resume()` of its full state.
+`atommem collect-sft` and `atommem sft` (and their jobs) call `collect_teacher` and `train_sft`; the demo
+drives `SFTTrainer` directly to train the control on from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from atommem.config import Config
+from atommem.data.sampler import EpochSampler
+from atommem.errors import UserError
+from atommem.tracking import RunLogger
+from atommem.trainer.inputs import model_path_of, train_samples
+
+
+def sft_learner_config(cfg: Config) -> Config:
+    """`cfg` with the SFT learner's own CPUs and ZeRO stage where set: SFT has the machine to itself, so
+    it may use more threads than a learner sharing the CPUs with engines and env runners in GRPO, and a
+    single CPU rank gains nothing from ZeRO-3's partitioning but pays for its hooks."""
+    changes = {"num_cpus": cfg.sft.learner_cpus, "zero_stage": cfg.sft.zero_stage}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return replace(cfg, learner=replace(cfg.learner, **changes)) if changes else cfg
+
+
+def sft_data_dir(cfg: Config) -> Path:
+    return Path(cfg.sft.data) if cfg.sft.data else Path(cfg.trainer.run_dir) / "sft_data"
+
+
+def collect_teacher(cfg: Config) -> tuple[Path, list]:
+    """Play teacher episodes over the training set; keep those with reward >= sft.min_reward.
+
+    Returns the Parquet dir written and the kept trajectories' object refs."""
+    from tqdm import tqdm
+
+    from atommem.rollout.env_runner_group import EnvRunnerGroup
+    from atommem.rollout.parquet import write_trajectories
+    from atommem.rollout.records import make_requests
+    from atommem.runtime import init_ray
+
+    samples = train_samples(cfg)
+    model_path = model_path_of(cfg)
+    init_ray(cfg.cluster)
+    picked = [samples[i] for i in EpochSampler(len(samples), cfg.trainer.seed).take(cfg.sft.teacher_episodes)]
+    # The same sample may be drawn twice when teacher_episodes > len(samples): a nonce per pass keeps ids unique.
+    requests = []
+    for start in range(0, len(picked), len(samples)):
+        requests += make_requests(picked[start : start + len(samples)], 1, nonce=f"t{start}", seed=cfg.trainer.seed + start)
+    fleet = None
+    if cfg.sft.teacher == "oracle":
+        policy, kwargs = "oracle", {
+            "store_relevant_p": cfg.sft.teacher_store_relevant_p,
+            "store_distractor_p": cfg.sft.teacher_store_distractor_p,
+            "answer_top_hit": cfg.sft.teacher_answer_top_hit,
+        }
+    else:
+        if cfg.engine.kind != "openai":
+            raise UserError("sft.teacher: openai needs engine.kind: openai with engine.base_url of the teacher server")
+        from atommem.engines.fleet import EngineFleet
+
+        policy, kwargs, fleet = "model", {}, EngineFleet(cfg, model_path)
+    try:
+        with EnvRunnerGroup(cfg, policy, fleet.handles if fleet else [], model_path, policy_kwargs=kwargs) as group:
+            group.submit(requests)
+            kept, rewards = [], []
+            for ref, summary in tqdm(group.results(), total=len(requests), desc="teacher episodes"):
+                rewards.append(summary.reward)
+                if summary.reward >= cfg.sft.min_reward:
+                    kept.append(ref)
+    finally:
+        if fleet is not None:
+            fleet.shutdown()
+    path = write_trajectories(kept, sft_data_dir(cfg))
+    print(f"teacher: {len(requests)} episodes, mean reward {np.mean(rewards):.3f}, kept {len(kept)} -> {path}")
+    return path, kept
+
+
+class SFTData:
+    """Teacher trajectories as object refs, drawn `batch_size` per step in a resumable seeded order."""
+
+    def __init__(self, refs: list, batch_size: int, seed: int = 0):
+        if not refs:
+            raise UserError("no SFT trajectories: the teacher kept none (lower sft.min_reward or check the teacher)")
+        self.refs = refs
+        self.batch_size = batch_size
+        self.sampler = EpochSampler(len(refs), seed)
+
+    @classmethod
+    def from_path(cls, path: Path, batch_size: int, seed: int = 0) -> "SFTData":
+        import ray
+
+        from atommem.rollout.parquet import read_trajectories
+
+        if not Path(path).exists():
+            raise UserError(f"SFT data {path} does not exist: run `atommem collect-sft --config ...` first")
+        return cls([ray.put(t) for t in read_trajectories(path)], batch_size, seed)
+
+    def next_batch(self) -> list:
+        return [self.refs[i] for i in self.sampler.take(self.batch_size)]
+
+
+class SFTTrainer:
+    """The learner group in SFT mode over `data`; `phase` names its rows in the run's metrics."""
+
+    def __init__(self, cfg: Config, model_path: str, data: SFTData, logger: RunLogger, phase: str = "sft"):
+        from atommem.learner.learner_group import LearnerGroup
+
+        self.cfg, self.data, self.logger, self.phase = cfg, data, logger, phase
+        self.learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="sft")
+        self.step = 0
+
+    def run(self, steps: int, seconds: float | None = None) -> int:
+        """Train until step `steps` or for `seconds` of wall time, whichever comes first; returns the step reached."""
+        from tqdm import tqdm
+
+        t0 = time.monotonic()
+        bar = tqdm(total=None if seconds is not None else max(0, steps - self.step), desc=self.phase, mininterval=2.0)
+        metrics, logged = None, self.step
+        while self.step < steps and (seconds is None or time.monotonic() - t0 < seconds):
+            metrics = self.learner.update_sft(self.data.next_batch())
+            self.step += 1
+            bar.update(1)
+            if self.step % 20 == 0:
+                logged = self._log(metrics, t0)
+                bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}")
+        if metrics is not None and logged != self.step:  # the last step, however the loop ended
+            self._log(metrics, t0)
+        bar.close()
+        return self.step
+
+    def _log(self, metrics: dict, t0: float) -> int:
+        self.logger.log(self.step, {**metrics, "elapsed_s": time.monotonic() - t0}, phase=self.phase)
+        return self.step
+
+    def save(self, out: Path) -> Path:
+        """Full state in `out/checkpoint` (to train on later), the HF model in `out/model`; returns the model dir."""
+        self.learner.save_checkpoint(str(out / "checkpoint"), {"sft_step": self.step, "sampler": self.data.sampler.state_dict()})
+        return self.learner.save_hf(str(out / "model"))
+
+    def resume(self, checkpoint: Path) -> None:
+        extra = self.learner.load_checkpoint(str(checkpoint))
+        self.step = extra["sft_step"]
+        self.data.sampler = EpochSampler.from_state(extra["sampler"])
+
+    def shutdown(self) -> None:
+        self.learner.shutdown()
+
+
+def train_sft(cfg: Config) -> Path:
+    """SFT on the collected teacher trajectories; writes `<run_dir>/sft/model` (HF dir) and its checkpoint."""
+    from atommem.runtime import init_ray
+
+    run_dir = Path(cfg.trainer.run_dir)
+    model_path = model_path_of(cfg)
+    init_ray(cfg.cluster)
+    data = SFTData.from_path(sft_data_dir(cfg), cfg.sft.batch_size, cfg.trainer.seed)
+    logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
+    trainer = SFTTrainer(cfg, model_path, data, logger)
+    try:
+        trainer.run(cfg.sft.steps, cfg.sft.time_budget_s)
+        model = trainer.save(run_dir / "sft")
+    finally:
+        trainer.shutdown()
+        logger.close()
+    print(f"SFT model: {model}")
+    return model
