@@ -2,7 +2,7 @@
 
 1. synthesise train/dev data and build the tiny tokenizer + model;
 2. a deliberately weak oracle teacher plays episodes (it stores a needed fact with p < 0.5, so a greedy
-   imitator skips it: reinforcement learning then has a decision to improve, SPEC §5);
+   imitator skips it: reinforcement learning then has a decision to improve);
 3. SFT on its trajectories on the learner group;
 4. GRPO from the SFT model (rollouts on Ray, DeepSpeed learner, weight broadcast), dev curve on the way;
 5. the control: SFT trained on from the same checkpoint for GRPO's wall time;

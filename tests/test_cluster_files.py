@@ -231,7 +231,7 @@ def test_grafana_dashboard_queries_only_series_the_code_exports():
         for target in panel["targets"]:
             used |= set(re.findall(r"\bray_atommem_\w+", target["expr"]))
     assert used <= exported, used - exported
-    # the headline series of SPEC §7 are on the dashboard
+    # the headline series (throughput, rewards, action rates, staleness, sync time, queue depths) are on the dashboard
     for series in ("ray_atommem_episodes_total", "ray_atommem_actions_total", "ray_atommem_rollout_workers",
                    "ray_atommem_queue_depth", "ray_atommem_staleness_max", "ray_atommem_learner_step_seconds_bucket",
                    "ray_atommem_weight_sync_seconds_bucket", "ray_atommem_generated_tokens_total"):

@@ -1,4 +1,4 @@
-"""Synthetic task generator: seeded, shaped per INTERFACES §4, vocabulary complete, long-context padding."""
+"""Synthetic task generator: seeded, shaped like the real samples, vocabulary complete, long-context padding."""
 
 from __future__ import annotations
 

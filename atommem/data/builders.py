@@ -1,4 +1,4 @@
-"""Multi-query long-context samples from the published HotpotQA, 2WikiMultihopQA and MuSiQue files (SPEC §5).
+"""Multi-query long-context samples from the published HotpotQA, 2WikiMultihopQA and MuSiQue files.
 
 Each builder reads one local file in its dataset's published format, validates every record (a
 `DataError` names the file, the record index and id, and the field), then groups questions into samples:

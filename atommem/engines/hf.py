@@ -157,7 +157,7 @@ class HFEngine:
             **self.stats,
         }
 
-    # ------------------------------------------------------------------ weight sync (INTERFACES §9)
+    # ------------------------------------------------------------------ weight sync (weight_sync/process_group.py)
     async def init_weight_sync(
         self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
     ) -> None:

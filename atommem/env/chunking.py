@@ -17,7 +17,7 @@ _WORD = re.compile(r"\s*\S+")
 
 
 def render_context(documents: Sequence[Document]) -> str:
-    """`Document {i}:\\n{title}\\n{text}` per document, joined with blank lines (SPEC §3)."""
+    """`Document {i}:\\n{title}\\n{text}` per document, joined with blank lines."""
     return "\n\n".join(f"Document {i}:\n{d.title}\n{d.text}" for i, d in enumerate(documents))
 
 
@@ -72,7 +72,8 @@ def chunk_documents(
     max_chunks: int,
     tokenizer: Any = None,
 ) -> Chunking:
-    """Split the rendered context of `documents` into chunk texts per SPEC §3."""
+    """The rendered context of `documents`, middle-cut to `max_chunks * chunk_tokens` tokens, as chunk texts:
+    chunk t covers tokens [t*C - overlap, (t+1)*C + overlap)."""
     if max_chunks <= 0:
         raise ValueError(f"max_chunks must be positive, got {max_chunks}")
     tokens = tokenize(render_context(documents), tokenizer)
