@@ -6,7 +6,10 @@ import sys
 from typing import Callable
 
 from atommem.config import ConfigError
-from atommem.data.schema import DataError
+
+
+class DataError(ValueError):
+    """Bad or missing data file; the message names the file, the record and the field."""
 
 
 class UserError(RuntimeError):

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from atommem.data.builders import BuildParams, build_2wiki, build_hotpotqa, build_musique
-from atommem.data.schema import DataError, read_samples, write_samples
+from atommem.data.schema import read_samples, write_samples
+from atommem.errors import DataError
 
 FIX = Path(__file__).parent / "fixtures"
 HOTPOT = FIX / "hotpot_dev_distractor_mini.json"

@@ -1,4 +1,4 @@
-"""trainer/checkpoints.py without Ray: atomic publish, newest-complete lookup, retention, config check."""
+"""atommem/checkpoints.py without Ray: atomic publish, newest-complete lookup, retention, config check."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from atommem.config import load_config
 from atommem.errors import UserError
-from atommem.trainer.checkpoints import (
+from atommem.checkpoints import (
     CRASH_ENV,
     MANIFEST,
     CheckpointManager,

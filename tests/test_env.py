@@ -203,7 +203,7 @@ def test_reset_obs_is_text_in_the_observation_space():
 
 
 def test_sample_without_questions_is_a_data_error():
-    from atommem.data.schema import DataError
+    from atommem.errors import DataError
 
     env = MemoryEnv(EnvConfig(), MemoryConfig(), HashEmbedder(64))
     with pytest.raises(DataError):

@@ -11,7 +11,7 @@ import torch
 from atommem.config import Config
 from atommem.learner.batching import collate, token_logprobs
 from atommem.learner.sft import sft_loss, sft_rows
-from atommem.trainer.checkpoints import MANIFEST, IncompleteCheckpoint, verify
+from atommem.checkpoints import MANIFEST, IncompleteCheckpoint, verify
 from test_learner_group import batch_for, make_trajectories, reference_grad_norm
 
 pytestmark = pytest.mark.ray

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atommem.actions import extract_boxed
-from atommem.engines.base import SamplingParams
 from atommem.errors import UserError
 from atommem.policies.base import PolicyOutput
+
+if TYPE_CHECKING:  # engines implement the interface a policy drives; policies never import them
+    from atommem.engines.base import SamplingParams
 
 _TAG = re.compile(r"</?(update_query|add_memory|modify_memory|delete_memory|update_memory|final_answer)>")
 
@@ -21,7 +23,7 @@ def check_model_args(name: str, engine: Any, tokenizer: Any, sampling: Any) -> N
         )
 
 
-async def generate(engine: Any, tokenizer: Any, sampling: SamplingParams, messages: list[dict]) -> PolicyOutput:
+async def generate(engine: Any, tokenizer: Any, sampling: "SamplingParams", messages: list[dict]) -> PolicyOutput:
     """Template `messages` once, generate, decode the ids keeping tag tokens and dropping eos/pad."""
     prompt_ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
     gen = await engine.generate(prompt_ids, sampling)

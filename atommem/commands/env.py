@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 
 from atommem.config import load_config
-from atommem.data.schema import DataError, read_samples
+from atommem.data.schema import read_samples
+from atommem.errors import DataError
 from atommem.errors import UserError
 
 

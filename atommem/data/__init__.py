@@ -1,3 +1,1 @@
-from atommem.data.schema import DataError, Document, Question, Sample, iter_samples, read_samples, write_samples
-
-__all__ = ["DataError", "Document", "Question", "Sample", "iter_samples", "read_samples", "write_samples"]
+"""Samples: the Parquet schema (`schema.py`), builders from published datasets, the synthetic generator, the sampler."""

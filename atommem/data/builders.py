@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from atommem.data.schema import DataError, Document, Question, Sample
+from atommem.data.schema import Document, Question, Sample
+from atommem.errors import DataError
 
 SOURCES = ("hotpotqa", "2wiki", "musique")
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from atommem.config import Config, ConfigError
 from atommem.data.output import INFO_FILE, write_dataset
-from atommem.data.schema import DataError, iter_samples
+from atommem.data.schema import iter_samples
+from atommem.errors import DataError
 
 DEV_SEED_OFFSET = 1000
 TEST_SEED_OFFSET = 2000

@@ -10,9 +10,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-class DataError(ValueError):
-    """Bad or missing data file; the message names the file, the record and the field."""
+from atommem.errors import DataError
 
 
 @dataclass

@@ -36,7 +36,8 @@ from gymnasium import spaces
 
 from atommem.actions import ACTION_KINDS, Answer, Create, Delete, Read, Scratchpad, Update, parse_actions
 from atommem.config import EmbedderConfig, EnvConfig, MemoryConfig, from_dict
-from atommem.data.schema import DataError, Sample
+from atommem.data.schema import Sample
+from atommem.errors import DataError
 from atommem.env.chunking import chunk_documents
 from atommem.env.observation import Observation
 from atommem.env.prompts import render_messages, render_text

@@ -141,8 +141,8 @@ class LearnerGroup:
     def save_checkpoint(self, directory: str | Path, extra_state: dict | None = None, meta: dict | None = None) -> Path:
         """Every rank's DeepSpeed shards and RNG state (+ `extra_state` in rank 0's client state), written
         into a staging directory beside `directory`, fsynced, and published as `directory` by one rename
-        with a manifest (`meta` added to it) written last: see trainer/checkpoints.py."""
-        from atommem.trainer.checkpoints import atomic_dir
+        with a manifest (`meta` added to it) written last: see atommem/checkpoints.py."""
+        from atommem.checkpoints import atomic_dir
 
         with atomic_dir(directory, meta) as staging:
             self._run("save_checkpoint", [str(staging)] * len(self.workers), [dict(extra_state or {})] * len(self.workers))
@@ -150,7 +150,7 @@ class LearnerGroup:
 
     def load_checkpoint(self, directory: str | Path) -> dict:
         """Restore a checkpoint written by save_checkpoint; an incomplete one is refused before any rank reads it."""
-        from atommem.trainer.checkpoints import verify
+        from atommem.checkpoints import verify
 
         verify(directory)
         return self._run("load_checkpoint", [str(directory)] * len(self.workers))[0]

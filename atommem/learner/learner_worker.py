@@ -350,7 +350,7 @@ class LearnerWorker:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str, extra_state: dict) -> None:
         """DeepSpeed checkpoint (weights, optimizer, lr scheduler shards) + this rank's RNG state."""
-        from atommem.trainer.checkpoints import fsync_tree
+        from atommem.checkpoints import fsync_tree
 
         path = Path(directory)
         self.engine.save_checkpoint(str(path), tag="state", client_state={"extra_state": extra_state})

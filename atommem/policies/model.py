@@ -10,17 +10,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from atommem.engines.base import Engine, SamplingParams
 from atommem.policies.base import PolicyOutput
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # engines implement the interface a policy drives; policies never import them
+    from atommem.engines.base import Engine, SamplingParams
     from atommem.env.memory_env import MemoryEnv
 
 
 class ModelPolicy:
     """One episode's policy: `await act(env)` generates one turn with `engine`."""
 
-    def __init__(self, engine: Engine, tokenizer: Any, sampling: SamplingParams):
+    def __init__(self, engine: "Engine", tokenizer: Any, sampling: "SamplingParams"):
         self.engine = engine
         self.tokenizer = tokenizer
         self.sampling = sampling

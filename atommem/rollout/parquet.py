@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atommem.data.schema import DataError
+from atommem.errors import DataError
 from atommem.trajectory import Trajectory, Turn
 
 TURN = pa.struct(

@@ -1,2 +1,2 @@
 """Training drivers: SFT (`trainer/sft.py`) and GRPO (`trainer/grpo.py`) over the rollout system and the learner
-group, with crash-safe checkpoints (`trainer/checkpoints.py`)."""
+group, with crash-safe checkpoints (`atommem/checkpoints.py`)."""
