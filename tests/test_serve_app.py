@@ -1,7 +1,6 @@
 """The FastAPI app in-process (httpx ASGI transport) with a scripted engine: schema, errors, isolation, overload."""
 
 import asyncio
-import re
 
 import httpx
 import pytest
@@ -11,12 +10,13 @@ from atommem.errors import EngineError
 from atommem.engines.base import Generation
 from atommem.serve.app import AnswerService, create_app
 from tests.env_support import build_tokenizer
+from tests.serve_support import scripted_reply
 
 DOC = {"title": "notes", "text": "zorp city lima . kabo pet owl ."}
 
 
 class ScriptedEngine:
-    """Reading: stores the chunk's first fact; answering: boxes the last word before '?' of the question."""
+    """`scripted_reply` as an engine: stores the chunk's facts, answers with the value memory retrieves."""
 
     def __init__(self, tokenizer, gate: asyncio.Event | None = None, fail: Exception | None = None):
         self.tok, self.gate, self.fail, self.calls = tokenizer, gate, fail, 0
@@ -31,13 +31,7 @@ class ScriptedEngine:
         await asyncio.sleep(0)
         prompt = self.tok.decode(prompt_ids)
         self.prompts.append(prompt)
-        question = re.search(r"Question \d+ of \d+:\n(.*)\n", prompt)
-        if question:
-            reply = f"<final_answer> \\boxed{{{question.group(1).split()[-2]}}} </final_answer>"
-        else:
-            fact = re.search(r"(\w+ \w+ \w+) \.", prompt.split("Chunk ")[-1])
-            reply = f"<add_memory> {fact.group(1)} </add_memory>"
-        ids = list(self.tok.encode(reply, add_special_tokens=False)) + [self.tok.eos_token_id]
+        ids = list(self.tok.encode(scripted_reply(prompt), add_special_tokens=False)) + [self.tok.eos_token_id]
         return Generation(ids, [0.0] * len(ids), "stop", 0)
 
     async def health(self):
@@ -77,11 +71,13 @@ def test_answer_in_question_order_with_trace_and_memory():
     assert r.status_code == 200, r.text
     body = r.json()
     assert [a["question"] for a in body["answers"]] == ["city of zorp ?", "pet of kabo ?"]
-    assert [a["answer"] for a in body["answers"]] == ["zorp", "kabo"]
-    assert body["memory"] == [{"id": 1, "text": "zorp city lima"}]
-    phases = [t["phase"] for t in body["trace"]]
-    assert phases[0] == "read" and phases[-2:] == ["answer", "answer"]
-    assert body["trace"][0]["actions"] == [{"kind": "create", "text": "<add_memory> zorp city lima </add_memory>"}]
+    # the values exist only in the document: the engine finds them in the retrieval block of the episode's memory
+    assert [a["answer"] for a in body["answers"]] == ["lima", "owl"]
+    assert body["memory"] == [{"id": 1, "text": "zorp city lima"}, {"id": 2, "text": "kabo pet owl"}]
+    assert [t["phase"] for t in body["trace"]] == ["read"] + ["answer"] * 4
+    assert body["trace"][0]["actions"] == [{"kind": "create", "text": "<add_memory> zorp city lima </add_memory>"},
+                                           {"kind": "create", "text": "<add_memory> kabo pet owl </add_memory>"}]
+    assert body["trace"][1]["actions"] == [{"kind": "read", "text": "<update_query> zorp city </update_query>"}]
     assert body["usage"]["turns"] == len(body["trace"]) and body["usage"]["completion_tokens"] > 0
 
 
@@ -166,18 +162,21 @@ def test_engine_failure_is_503_with_message():
 
 
 def test_concurrent_requests_have_isolated_memory():
+    # Every request states the same key with its own value: a memory shared or leaked between requests
+    # would show another request's entry, and its answer would come from the wrong fact.
     async def go():
         client, _ = _client()
         async with client:
-            docs = [{"title": "t", "text": f"p{i} city lima ."} for i in range(8)]
+            docs = [{"title": "t", "text": f"zorp city c{i} ."} for i in range(8)]
             return await asyncio.gather(
-                *(client.post("/v1/answer", json={"documents": [d], "questions": [f"city of p{i} ?"]}) for i, d in enumerate(docs))
+                *(client.post("/v1/answer", json={"documents": [d], "questions": ["city of zorp ?"]}) for d in docs)
             )
 
     rs = run(go())
     assert all(r.status_code == 200 for r in rs)
     for i, r in enumerate(rs):
-        assert r.json()["memory"] == [{"id": 1, "text": f"p{i} city lima"}]
+        assert r.json()["memory"] == [{"id": 1, "text": f"zorp city c{i}"}]
+        assert r.json()["answers"] == [{"question": "city of zorp ?", "answer": f"c{i}"}]
 
 
 def test_overload_is_503_with_retry_after_and_recovers():
