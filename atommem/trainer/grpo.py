@@ -5,9 +5,14 @@ A step plays `grpo.batch_groups` samples x `grpo.group_size` rollouts, computes 
 (grouped by uid) from the small summaries, ships (trajectory ref, advantage) pairs to the learner group,
 then broadcasts the new weights to every engine. `trainer.mode: async` keeps the next batch's rollouts
 running while the learner steps; trajectories older than `trainer.max_staleness` versions are dropped
-and replaced. `GRPOTrainer.run()` is the whole loop (dev curve, checkpoints, time budget); `atommem train`
-and the demo both call it. Everything lands in `trainer.run_dir`: config, metrics.jsonl, TensorBoard,
-checkpoints, models.
+and replaced (in sync mode every trajectory must come from the current weights). `GRPOTrainer.run()` is
+the whole loop (dev curve, checkpoints, time budget, SIGTERM); `atommem train` and the demo both call it.
+Everything lands in `trainer.run_dir`: config, metrics.jsonl, TensorBoard, checkpoints, models.
+
+Checkpoints (`checkpoints.py`): `run_dir/checkpoints/step-N`, written atomically (learner shards and RNG,
+the trainer state: step, weight version, data position, driver RNG), the newest `trainer.keep_checkpoints`
+kept. `--resume` continues from the newest complete one, refused when the config differs in a key it
+depends on; each resumed step draws the samples and trains the weight version an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from atommem.checkpoints import Checkpoint, CheckpointManager
 from atommem.config import Config
 from atommem.data.sampler import EpochSampler
 from atommem.data.schema import Sample
@@ -90,6 +96,8 @@ class GRPOTrainer:
         self.buffer = GroupBuffer(cfg.grpo.group_size, dynamic_filter=cfg.grpo.dynamic_filter, keep=self._fresh)
         self.state = GRPOState()
         self.sampler = EpochSampler(len(self.train), cfg.trainer.seed)
+        self.checkpoints = CheckpointManager(Path(cfg.trainer.run_dir) / "checkpoints", cfg.trainer.keep_checkpoints, cfg)
+        self.stopped_by = ""  # the signal that ended run() early ("" when it ran to its end)
 
     # -- rollouts
     def _submit(self, num_groups: int) -> None:
@@ -104,21 +112,32 @@ class GRPOTrainer:
                                        seed=self.cfg.trainer.seed + 7919 * self.state.step))
 
     def _fresh(self, summaries: list) -> bool:
-        """Buffer predicate: a group is usable when every turn is within max_staleness versions."""
-        return min(s.min_weight_version for s in summaries) >= self.state.version - self.cfg.trainer.max_staleness
+        """A group is usable when every turn of it is recent enough: from the current weights in sync mode
+        (on-policy), within `trainer.max_staleness` versions in async mode."""
+        allowed = self.cfg.trainer.max_staleness if self.cfg.trainer.mode == "async" else 0
+        return min(s.min_weight_version for s in summaries) >= self.state.version - allowed
 
     def _gather(self) -> tuple[list[list], dict]:
-        """Complete groups for one step; groups dropped (no reward variance, stale) are replaced."""
+        """Complete groups for one step; groups dropped (no reward variance, stale) are replaced. Freshness
+        is checked when a group completes and again when it is taken: one left over from an earlier step
+        may have gone stale since."""
         B = self.cfg.grpo.batch_groups
-        dropped = self.buffer.dropped_groups
-        while self.buffer.num_complete < B:
-            if self.pool.in_flight() + self.pool.pending() == 0:
-                self._submit(B - self.buffer.num_complete)
-            for ref, summary in self.pool.results():
-                self.buffer.add(ref, summary)
-                if self.buffer.num_complete >= B:
-                    break
-        return self.buffer.pop_groups(B), {"groups_dropped": self.buffer.dropped_groups - dropped}
+        dropped, stale = self.buffer.dropped_groups, 0
+        groups: list[list] = []
+        while len(groups) < B:
+            while self.buffer.num_complete < B - len(groups):
+                if self.pool.in_flight() + self.pool.pending() == 0:
+                    self._submit(B - len(groups) - self.buffer.num_complete)
+                for ref, summary in self.pool.results():
+                    self.buffer.add(ref, summary)
+                    if self.buffer.num_complete >= B - len(groups):
+                        break
+            for group in self.buffer.pop_groups(B - len(groups)):
+                if self._fresh([s for _, s in group]):
+                    groups.append(group)
+                else:
+                    stale += 1
+        return groups, {"groups_dropped": self.buffer.dropped_groups - dropped + stale}
 
     # -- one step
     def step(self) -> dict:
@@ -157,7 +176,10 @@ class GRPOTrainer:
             "step_s": step_s,
             "train_seconds": self.state.train_seconds,
             "weight_version": self.state.version,
+            "policy_version": min(s.min_weight_version for s in summaries),  # the oldest weights this batch came from
             "staleness": self.state.version - 1 - min(s.min_weight_version for s in summaries),
+            "data_epoch": self.sampler.epoch,  # where the sampler stands once this step's samples are drawn
+            "data_pos": self.sampler.pos,
             "rollout_workers": self.pool.num_workers,
         }
         get_metrics().learner_step(t_learn, int(metrics.get("tokens", 0)), record)
@@ -176,7 +198,10 @@ class GRPOTrainer:
     # -- the loop
     def run(self, dev: list[Sample] | None = None, on_step: Callable[[dict], None] | None = None) -> None:
         """Step until `trainer.steps` or `trainer.time_budget_s` of training time; every `trainer.eval_every`
-        steps score `dev` (logged as dev_* in the step's record), every `trainer.checkpoint_every` save."""
+        steps score `dev` (logged as dev_* in the step's record), every `trainer.checkpoint_every` save.
+        A SIGTERM/SIGINT (see stopping.py) ends the loop after the step in flight, with a checkpoint."""
+        from atommem.stopping import stop_reason, stop_requested
+
         from tqdm import tqdm
 
         cfg, run_dir = self.cfg, Path(self.cfg.trainer.run_dir)
@@ -187,8 +212,10 @@ class GRPOTrainer:
                 break
             record = self.step()
             step = self.state.step
+            self.pool.autoscale()  # runners idle during the update and sync count towards retiring them
             if dev and cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                 record.update(eval_record(self.evaluate(dev, f"s{step}")))
+                self.pool.autoscale()
             self.logger.log(step, record, phase="grpo")
             for event in self.pool.workers_over_time()[scaled:]:
                 self.logger.log(step, event, phase="rollout_pool")
@@ -199,17 +226,30 @@ class GRPOTrainer:
                 on_step(record)
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record.get('kl', 0):.4f}")
-            if cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0:
-                self.save(run_dir / "checkpoints" / f"step-{step}")
+            stop = stop_requested()
+            if stop or (cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0):
+                path = self.save()
+            if stop:
+                self.stopped_by = stop_reason()
+                print(f"[grpo] {self.stopped_by}: stopped after step {step}; checkpoint {path} "
+                      "(continue with --resume)", flush=True)
+                break
         bar.close()
 
     # -- checkpoints
-    def save(self, path: Path) -> None:
+    def save(self) -> Path:
+        """Checkpoint the current step atomically into `run_dir/checkpoints/step-N`, then apply retention."""
         self.state.sampler = self.sampler.state_dict()
         extra = {"grpo_state": self.state.__dict__, "py_rng": random.getstate(), "np_rng": np.random.get_state()}
-        self.learner.save_checkpoint(str(path), extra)
+        meta = self.checkpoints.meta(self.state.step, weight_version=self.state.version, sampler=self.state.sampler)
+        path = self.learner.save_checkpoint(self.checkpoints.path(self.state.step), extra, meta=meta)
+        self.checkpoints.prune()
+        return path
 
     def resume(self, path: Path) -> None:
+        """Continue from the complete checkpoint at `path` (a torn one, or one written under a config that
+        differs in a key it depends on, is refused); the engines get its weights and version."""
+        self.checkpoints.check_compatible(Checkpoint.open(path))
         extra = self.learner.load_checkpoint(str(path))
         self.state = GRPOState(**extra["grpo_state"])
         self.sampler = EpochSampler.from_state(self.state.sampler)
@@ -224,15 +264,27 @@ class GRPOTrainer:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
+    """The newest complete checkpoint of the run in `run_dir` (incomplete ones are named in a warning)."""
+    ckpt = CheckpointManager(Path(run_dir) / "checkpoints").latest()
+    return ckpt.path if ckpt else None
 
 
 def train_grpo(cfg: Config, resume: bool = False) -> Path:
-    """`atommem train`: GRPO from `model.path` (typically the SFT model); returns the final HF model dir."""
+    """`atommem train`: GRPO from `model.path` (typically the SFT model); returns the final HF model dir, or
+    the checkpoint written when a SIGTERM/SIGINT stopped the run early."""
     from atommem.runtime import init_ray
 
     run_dir = Path(cfg.trainer.run_dir)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_checkpoints, cfg)
+    # Decided before any actor starts, so a refused start costs nothing.
+    if resume:
+        ckpt = checkpoints.latest()
+        if ckpt is None:
+            raise UserError(f"--resume: no complete checkpoint under {checkpoints.root}")
+        checkpoints.check_compatible(ckpt)
+    elif checkpoints.scan()[0]:
+        raise UserError(f"{checkpoints.root} holds checkpoints of an earlier run: continue it with --resume, "
+                        "or start this one in another trainer.run_dir")
     model_path = model_path_of(cfg)
     init_ray(cfg.cluster)
     logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
@@ -240,15 +292,15 @@ def train_grpo(cfg: Config, resume: bool = False) -> Path:
     trainer = GRPOTrainer(cfg, model_path, logger)
     try:
         if resume:
-            ckpt = latest_checkpoint(run_dir)
-            if ckpt is None:
-                raise UserError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
-            trainer.resume(ckpt)
-            print(f"resumed from {ckpt} at step {trainer.state.step}")
+            trainer.resume(ckpt.path)
+            print(f"resumed from {ckpt.path} at step {trainer.state.step} (weight version {trainer.state.version})")
         trainer.run(dev)
-        out = trainer.learner.save_hf(str(run_dir / "grpo" / "model"))
+        if trainer.stopped_by:
+            out = checkpoints.path(trainer.state.step)
+        else:
+            out = trainer.learner.save_hf(str(run_dir / "grpo" / "model"))
     finally:
         trainer.shutdown()
         logger.close()
-    print(f"GRPO model: {out}")
+    print(f"GRPO {'checkpoint' if trainer.stopped_by else 'model'}: {out}")
     return out
