@@ -12,6 +12,7 @@ from pathlib import Path
 from atommem.data.builders import BUILDERS, SOURCES, BuildParams
 from atommem.data.output import INFO_FILE, write_dataset
 from atommem.data.schema import Sample, iter_samples
+from atommem.commands.options import add_config_options, config_of
 from atommem.errors import UserError
 
 
@@ -21,8 +22,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="generate synthetic samples (facts about invented people)")
     s.add_argument("--out", required=True, help="output Parquet directory")
-    s.add_argument("--config", help="YAML config; its data.synth section sets the generator")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.synth.num_entities=6")
+    add_config_options(s, uses="data.synth, the generator settings")
     s.add_argument("--n", type=int, help="number of samples (default: data.synth.num_samples)")
     s.add_argument("--doc-num", type=int, help="documents per sample (default: data.synth.doc_num)")
     s.add_argument("--seed", type=int, help="RNG seed (default: data.synth.seed)")
@@ -42,8 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
     r = sub.add_parser("prepare", help="synthesise the missing train/dev(/test) splits a config names; real sets are kept")
-    r.add_argument("--config", required=True, help="YAML config; its data section names the splits")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    add_config_options(r, required=True, uses="data, which names the splits")
 
     w = sub.add_parser("show", help="summarise a sample directory")
     w.add_argument("path", help="Parquet directory or file")
@@ -57,19 +56,17 @@ def main(argv: list[str]) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from atommem.config import load_config
     from atommem.data.prepare import prepare
 
-    paths = prepare(load_config(args.config, args.set))
+    paths = prepare(config_of(args))
     print(json.dumps({split: str(path) for split, path in paths.items()}, indent=2))
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from atommem.config import load_config
     from atommem.data.synthetic import generate_synthetic
 
-    cfg = load_config(args.config, args.set).data.synth
+    cfg = config_of(args).data.synth
     if args.doc_num is not None:
         cfg.doc_num = args.doc_num
     n = cfg.num_samples if args.n is None else args.n

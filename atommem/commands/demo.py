@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from atommem.commands.options import add_config_options
 from atommem.demo import DEFAULT_CONFIG, run_demo
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="atommem demo", description="the embedded default: tiny SFT -> GRPO -> eval on CPU")
     parser.add_argument("--run-dir", default="runs/demo")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_options(parser, default=str(DEFAULT_CONFIG))
     args = parser.parse_args(argv)
-    run_demo(args.run_dir, args.config, tuple(args.set))
+    run_demo(args.run_dir, args.config, tuple(args.overrides))
     return 0

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from atommem.config import load_config
+from atommem.commands.options import add_config_options, config_of
 from atommem.data.schema import read_samples
 from atommem.errors import DataError
 from atommem.errors import UserError
@@ -49,7 +49,7 @@ def replay(args: argparse.Namespace) -> dict:
     from atommem.env.memory_env import MemoryEnv
     from atommem.memory.embedders import make_embedder
 
-    cfg = load_config(args.config, args.set)
+    cfg = config_of(args)
     samples = read_samples(args.sample, limit=args.index + 1)
     if len(samples) <= args.index:
         raise DataError(f"{args.sample} holds {len(samples)} samples; --index {args.index} is out of range")
@@ -108,8 +108,7 @@ def main(argv: list[str]) -> int:
     rp = sub.add_parser("replay", help="play scripted responses through a MemoryEnv and print JSON")
     rp.add_argument("--sample", required=True, help="sample file or Parquet dir (see atommem data synth)")
     rp.add_argument("--responses", required=True, help="JSONL file, one response (JSON string) per line")
-    rp.add_argument("--config", default=None, help="YAML config (env, memory, embedder sections are used)")
-    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. env.strict_format=true")
+    add_config_options(rp, uses="env, memory, embedder")
     rp.add_argument("--index", type=int, default=0, help="which sample of the file to play (default 0)")
     rp.add_argument("--tokenizer", default=None, help="HF tokenizer dir for chunking/budgets (default: whitespace tokens)")
     args = parser.parse_args(argv)

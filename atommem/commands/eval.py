@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from atommem.config import load_config
+from atommem.commands.options import add_config_options, config_of
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="atommem eval", description="evaluate policies and baselines on a dataset")
-    p.add_argument("--config", default=None, help="YAML config (defaults when omitted)")
+    add_config_options(p)
     p.add_argument("--checkpoint", default=None, help="HF model dir of the policy (needed by model-driven policies)")
     p.add_argument("--data", default=None, help="dataset dir/file (default: data.dev of the config)")
     p.add_argument("--policies", default=None,
                    help="comma-separated: atommem,memagent,rag,truncate,oracle,memagent-scripted,rag-scripted,truncate-scripted")
     p.add_argument("--out", default=None, help="report dir (default: eval.out or <run_dir>/eval)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=value")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_of(args)
     data = args.data or cfg.data.dev
     if data is None:
         from atommem.errors import UserError

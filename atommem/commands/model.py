@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from atommem.config import TinyModelConfig, load_config
+from atommem.commands.options import add_config_options, config_of
+from atommem.config import TinyModelConfig
 
 
 def main(argv: list[str]) -> int:
@@ -13,15 +14,14 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("tiny", help="build the tiny Llama/Qwen2 + tokenizer from synthetic episodes")
     tiny.add_argument("--out", required=True, help="directory to write the HF model to")
-    tiny.add_argument("--config", help="YAML config; uses model.tiny and data.synth (defaults when absent)")
-    tiny.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    add_config_options(tiny, uses="model.tiny and data.synth")
     args = parser.parse_args(argv)
 
     from atommem.models.loading import load_model, load_tokenizer
     from atommem.models.tiny import build_tiny_model, count_parameters, synthetic_corpus
     from atommem.data.synthetic import synthetic_vocabulary
 
-    cfg = load_config(args.config, args.set)
+    cfg = config_of(args)
     tiny_cfg = cfg.model.tiny or TinyModelConfig()
     out = build_tiny_model(tiny_cfg, args.out, synthetic_corpus(cfg.data.synth), synthetic_vocabulary(cfg.data.synth))
     model = load_model(out)

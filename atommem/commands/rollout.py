@@ -14,14 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from atommem.config import load_config
+from atommem.commands.options import add_config_options, config_of
 from atommem.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="atommem rollout", description="play episodes on Ray and write trajectories")
-    ap.add_argument("--config", help="YAML config (see configs/)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    add_config_options(ap)
     ap.add_argument("--policy", choices=["model", "oracle"], help="who acts (default rollout.policy)")
     ap.add_argument("--num-samples", type=int, help="samples to play (default rollout.num_samples)")
     ap.add_argument("--group-size", type=int, help="rollouts per sample (default grpo.group_size)")
@@ -33,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_of(args)
     policy = args.policy or cfg.rollout.policy
     num_samples = args.num_samples if args.num_samples is not None else cfg.rollout.num_samples
     group_size = args.group_size if args.group_size is not None else cfg.grpo.group_size

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from atommem.config import load_config
+from atommem.commands.options import add_config_options, config_of
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="atommem serve", description="serve a trained agent over HTTP with Ray Serve")
-    p.add_argument("--config", default=None, help="YAML config (serve.*, env.*, engine.*; defaults when omitted)")
+    add_config_options(p, uses="serve, env, engine")
     p.add_argument("--checkpoint", default=None, help="HF model dir of the agent (default model.path)")
     p.add_argument("--host", default=None, help="bind address (default serve.host)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default serve.port)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=value")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_of(args)
     checkpoint = args.checkpoint or cfg.model.path
     if checkpoint is None:
         from atommem.errors import UserError

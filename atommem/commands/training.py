@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from atommem.config import Config, load_config
+from atommem.commands.options import add_config_options, config_of
+from atommem.config import Config
 
 
 def _config(command: str, argv: list[str], resume: bool = False) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog=f"atommem {command}")
-    parser.add_argument("--config", required=True, help="YAML config (see configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted config override, repeatable, e.g. --set grpo.lr=1e-6")
+    add_config_options(parser, required=True)
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in trainer.run_dir")
     args = parser.parse_args(argv)
-    return load_config(args.config, args.set), args
+    return config_of(args), args
 
 
 def collect_sft(argv: list[str]) -> int:
