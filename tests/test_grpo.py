@@ -13,7 +13,6 @@ from atommem.learner.grpo import (
     TurnRow,
     count_rows,
     expand_to_rows,
-    filter_zero_variance_groups,
     group_advantages,
     grpo_loss,
     k3_kl,
@@ -53,12 +52,6 @@ def test_group_advantages_std_normalize():
     assert adv == pytest.approx([1.0, -1.0, 1.0, -1.0])
     # A constant group has zero advantage, never NaN.
     assert group_advantages([0.3, 0.3], ["x", "x"], std_normalize=True) == [0.0, 0.0]
-
-
-def test_filter_zero_variance_groups():
-    ts = [traj("a", 1.0, [1]), traj("a", 1.0, [1]), traj("b", 0.0, [1]), traj("b", 1.0, [1])]
-    kept = filter_zero_variance_groups(ts)
-    assert [t.uid for t in kept] == ["b", "b"]
 
 
 def test_advantages_before_expansion_with_variable_turn_counts():

@@ -118,7 +118,7 @@ def _pow2_histogram(values: list[int]) -> list[dict]:
     return [{"lo": lo, "hi": max(1, lo * 2), "count": counts[lo]} for lo in sorted(counts)]
 
 
-def summarize(path: str | Path) -> dict:
+def dataset_summary(path: str | Path) -> dict:
     by_source: Counter = Counter()
     questions: list[int] = []
     documents: list[int] = []
@@ -144,7 +144,7 @@ def summarize(path: str | Path) -> dict:
 
 
 def _show(args: argparse.Namespace) -> int:
-    summary = summarize(args.path)
+    summary = dataset_summary(args.path)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
         return 0

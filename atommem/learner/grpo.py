@@ -44,15 +44,6 @@ def group_advantages(
     return advantages
 
 
-def filter_zero_variance_groups(trajectories: Sequence[Trajectory], tol: float = 1e-9) -> list[Trajectory]:
-    """Drop every uid group whose rewards are all equal (zero advantage everywhere: no signal)."""
-    groups: dict[str, list[float]] = defaultdict(list)
-    for t in trajectories:
-        groups[t.uid].append(t.reward)
-    keep = {uid for uid, rs in groups.items() if max(rs) - min(rs) > tol}
-    return [t for t in trajectories if t.uid in keep]
-
-
 @dataclass
 class TurnRow:
     """One training row: a turn's prompt and sampled response with its trajectory's advantage."""
