@@ -1,13 +1,19 @@
-"""The Ray Serve application over real HTTP on 127.0.0.1 with a tiny random model (one replica per app)."""
+"""The Ray Serve application over real HTTP on 127.0.0.1 (one replica per app): a tiny random model on the
+HF engine, and the scripted agent of tests/serve_support.py behind a vLLM-style completions server."""
 
 import asyncio
 import socket
+import threading
+import time
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request
 
 from atommem.config import Config
 from tests.helpers_models import make_tiny_model_dir
+from tests.serve_support import scripted_reply
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,19 +37,58 @@ def _cfg(max_inflight: int) -> Config:
 
 
 @pytest.fixture(scope="module")
-def served(ray_local, tmp_path_factory):
+def model(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def scripted_completions(model):
+    """A vLLM-style /v1/completions server (token ids in and out) whose replies are `scripted_reply`'s."""
+    from atommem.models.loading import load_tokenizer
+
+    tok = load_tokenizer(str(model))
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models():
+        return {"data": [{"id": "scripted"}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        prompt = tok.decode((await request.json())["prompt"])
+        ids = tok.encode(scripted_reply(prompt), add_special_tokens=False) + [tok.eos_token_id]
+        logprobs = {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": [0.0] * len(ids)}
+        return {"choices": [{"index": 0, "text": "", "logprobs": logprobs, "finish_reason": "stop"}]}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "scripted completions server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, model, scripted_completions):
     from ray import serve
 
     from atommem.serve.app import build_app, wait_ready
 
-    model = make_tiny_model_dir(tmp_path_factory.mktemp("serve"))
+    scripted = _cfg(16)
+    scripted.engine.kind, scripted.engine.base_url = "openai", scripted_completions
+    scripted.sampling.max_tokens = 64
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(_cfg(16), str(model)), name="main", route_prefix="/", blocking=False)
     serve.run(build_app(_cfg(1), str(model)), name="tight", route_prefix="/tight", blocking=False)
+    serve.run(build_app(scripted, str(model)), name="scripted", route_prefix="/scripted", blocking=False)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url)
-    wait_ready(url + "/tight")
+    for prefix in ("", "/tight", "/scripted"):
+        wait_ready(url + prefix)
     yield url
     serve.shutdown()
 
@@ -89,9 +134,19 @@ def test_eight_concurrent_requests_all_answered(served):
     assert [r.status_code for r in rs] == [200] * 8
     for b, r in zip(bodies, rs):
         assert [a["question"] for a in r.json()["answers"]] == b["questions"]
-        # memory is the request's own: no entry mentions another request's entity
-        others = {f"p{j}" for j in range(8)} - {b["questions"][0].split()[-2]}
-        assert not any(set(m["text"].split()) & others for m in r.json()["memory"])
+
+
+def test_concurrent_requests_keep_their_own_memory(served):
+    # The scripted agent stores what it reads and answers only from what memory retrieves; every request
+    # states the same keys with its own values, so memory shared or leaked between requests shows up as
+    # foreign entries and wrong answers.
+    bodies = [{"documents": [{"title": f"doc {i}", "text": f" zorp city c{i} . kabo pet p{i} ."}],
+               "questions": ["city of zorp ?", "pet of kabo ?"]} for i in range(8)]
+    rs = _fire(served + "/scripted", bodies)
+    for i, r in enumerate(rs):
+        assert r.status_code == 200, r.text
+        assert r.json()["memory"] == [{"id": 1, "text": f"zorp city c{i}"}, {"id": 2, "text": f"kabo pet p{i}"}]
+        assert [a["answer"] for a in r.json()["answers"]] == [f"c{i}", f"p{i}"]
 
 
 def test_overload_gives_503_with_retry_after(served):
