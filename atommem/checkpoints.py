@@ -191,6 +191,12 @@ class Checkpoint:
     step: int
     manifest: dict
 
+    @classmethod
+    def open(cls, path: str | Path) -> "Checkpoint":
+        """The complete checkpoint at `path` (IncompleteCheckpoint otherwise)."""
+        manifest = verify(path)
+        return cls(Path(path), int(manifest.get("step", -1)), manifest)
+
 
 class CheckpointManager:
     """`<root>/step-N` checkpoints of one run: where the next one goes, the newest complete one, retention."""
