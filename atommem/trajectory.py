@@ -17,6 +17,7 @@ class Turn:
     weight_version: int  # policy version that generated this turn
     phase: str  # "read" | "answer"
     response_text: str = ""  # decoded response, for inspection only
+    state: str = ""  # the env's label of this turn (`MemoryEnv.turn_state`: a chunk's kind, "answer", ...)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Trajectory:
     context_tokens: int = 0
     episode_id: str = ""  # unique per played episode (exactly-once bookkeeping)
     metadata: dict = field(default_factory=dict)
+    state_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per turn state: {"turns": n, kind: count}
 
     @property
     def num_turns(self) -> int:

@@ -34,6 +34,9 @@ def test_oracle_episodes_reach_em_one_and_share_one_batched_embedder():
         assert traj.num_turns == summary.num_turns > 0
         assert traj.action_counts["create"] >= 1 and traj.action_counts["answer"] == len(traj.correct)
         assert [t.phase for t in traj.turns][-1] == "answer"
+        # every turn carries its state label (unlabelled samples: the phase), counted per state
+        assert {t.state for t in traj.turns} == set(traj.state_counts) == {"read", "answer"}
+        assert sum(c["turns"] for c in traj.state_counts.values()) == traj.num_turns
     stats = runner.stats()
     assert stats["episodes"] == len(requests) and stats["active"] == 0
     # 12 concurrent episodes write and query memory: far fewer embed calls than texts embedded

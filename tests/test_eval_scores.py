@@ -128,3 +128,16 @@ def test_bootstrap_dicts_and_mismatches():
         paired_bootstrap_diff([[True, True]], [[True]])
     with pytest.raises(ValueError, match="episodes"):
         paired_bootstrap_diff([[True]], [[True], [False]])
+
+
+def test_state_action_rates_are_ops_per_turn_of_each_state():
+    a = ep("a", "s", 1, [True])
+    a.state_counts = {"revision": {"turns": 2, "update": 1, "create": 1}, "answer": {"turns": 2, "read": 1, "answer": 1}}
+    b = ep("b", "s", 1, [False])
+    b.state_counts = {"revision": {"turns": 2, "create": 2}, "distractor": {"turns": 4, "create": 1, "error": 1}}
+    rates = summarize([a, b, ep("c", "s", 1, [True])], [10])["state_action_rates"]
+    assert list(rates) == ["answer", "distractor", "revision"]  # an episode without labels adds nothing
+    assert rates["revision"]["turns"] == 4
+    assert rates["revision"]["update"] == pytest.approx(0.25) and rates["revision"]["create"] == pytest.approx(0.75)
+    assert rates["distractor"]["create"] == pytest.approx(0.25) and rates["distractor"]["error"] == pytest.approx(0.25)
+    assert rates["answer"]["delete"] == 0.0

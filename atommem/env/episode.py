@@ -41,6 +41,7 @@ async def play_episode(env: "MemoryEnv", policy: "Policy", *, embedder: Any = No
                 weight_version=out.weight_version,
                 phase=phase,
                 response_text=out.text,
+                state=info["state"],
             )
         )
         infos.append(info)

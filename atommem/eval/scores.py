@@ -3,7 +3,9 @@
 Pure Python (numpy for the bootstrap). Every played episode is scored (the reference scored one sample
 per batch). An `EpisodeScore` is one episode's per-question results; `summarize` aggregates them.
 EM and F1 are question-weighted means (an episode with 5 questions counts 5 times). Action rates are
-operations per turn: total count of a kind over all episodes divided by the total number of turns.
+operations per turn: total count of a kind over all episodes divided by the total number of turns;
+per turn state too (`state_action_rates`: the env's turn labels, e.g. revision / relevant / distractor /
+answer on the revisions task, or just the phase), so a change of behaviour shows where it happened.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class EpisodeScore:
     action_counts: dict[str, int]  # totals of the episode: ACTION_KINDS + "error"
     answers: list[str] = field(default_factory=list)  # per question ("" = unanswered)
     judged: list[bool | None] = field(default_factory=list)  # LLM judge verdict per question (None = judge failed)
+    state_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per turn state: {"turns": n, kind: count}
 
     @classmethod
     def of(cls, played: Any, sample_id: str | None = None) -> "EpisodeScore":
@@ -46,6 +49,7 @@ class EpisodeScore:
             num_turns=int(played.num_turns),
             action_counts={k: int(played.action_counts.get(k, 0)) for k in RATE_KINDS},
             answers=list(getattr(played, "answers", []) or []),
+            state_counts={k: dict(v) for k, v in (getattr(played, "state_counts", None) or {}).items()},
         )
 
     def to_dict(self) -> dict:
@@ -59,6 +63,7 @@ class EpisodeScore:
             "action_counts": dict(self.action_counts),
             "answers": list(self.answers),
             "judged": list(self.judged),
+            "state_counts": {k: dict(v) for k, v in self.state_counts.items()},
         }
 
 
@@ -105,6 +110,19 @@ def action_rates(episodes: Sequence[EpisodeScore]) -> dict[str, float]:
     return {k: (sum(e.action_counts.get(k, 0) for e in episodes) / turns if turns else math.nan) for k in RATE_KINDS}
 
 
+def state_action_rates(episodes: Sequence[EpisodeScore]) -> dict[str, dict[str, float]]:
+    """Per turn state: its turns ("turns") and operations per turn of that state by kind (and "error")."""
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in episodes:
+        for state, counts in e.state_counts.items():
+            for k, v in counts.items():
+                totals[state][k] += v
+    return {
+        state: {"turns": c["turns"], **{k: c[k] / c["turns"] if c["turns"] else math.nan for k in RATE_KINDS}}
+        for state, c in sorted(totals.items())
+    }
+
+
 def summarize(episodes: Sequence[EpisodeScore], length_buckets: Sequence[int]) -> dict:
     """Overall EM/F1, per source dataset, per context-length bucket, mean turns and action rates."""
     by_source: dict[str, list[EpisodeScore]] = defaultdict(list)
@@ -118,6 +136,7 @@ def summarize(episodes: Sequence[EpisodeScore], length_buckets: Sequence[int]) -
         "mean_turns": sum(turns) / len(turns) if turns else math.nan,
         "mean_context_tokens": sum(e.context_tokens for e in episodes) / len(episodes) if episodes else math.nan,
         "action_rates": action_rates(episodes),
+        "state_action_rates": state_action_rates(episodes),
         "by_source": {s: _qa(by_source[s]) for s in sorted(by_source)},
         # every bucket in order, empty ones included, so tables and plots line up across policies
         "by_length": {b: _qa(by_length.get(b, [])) for b in bucket_labels(length_buckets)},

@@ -153,6 +153,7 @@ class EnvRunner:
             context_tokens=res.context_tokens,
             episode_id=request.episode_id,
             metadata={"worker": self.name, "engine": replica, "wall_s": time.perf_counter() - start},
+            state_counts={k: dict(v) for k, v in res.state_counts.items()},
         )
 
     def stats(self) -> dict:

@@ -24,6 +24,7 @@ TURN = pa.struct(
         ("weight_version", pa.int64()),
         ("phase", pa.string()),
         ("response_text", pa.string()),
+        ("state", pa.string()),
     ]
 )
 SCHEMA = pa.schema(

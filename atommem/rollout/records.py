@@ -38,6 +38,7 @@ class TrajectorySummary:
     f1: list[float] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)  # per question ("" = unanswered): what an LLM judge grades
     worker: str = ""  # which EnvRunner played it
+    state_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per turn state: {"turns": n, kind: count}
 
     @classmethod
     def of(cls, traj: Trajectory, worker: str = "") -> "TrajectorySummary":
@@ -57,6 +58,7 @@ class TrajectorySummary:
             f1=list(traj.f1),
             answers=list(traj.answers),
             worker=worker,
+            state_counts={k: dict(v) for k, v in traj.state_counts.items()},
         )
 
 
