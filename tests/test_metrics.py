@@ -2,59 +2,15 @@
 
 from __future__ import annotations
 
-import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-SCRAPE_TIMEOUT_S = 90.0
+from tests.metrics_support import free_port, scrape, value, wait_for
+
 GAUGE_IDLE_S = 30.0  # longer than Ray keeps a gauge that is not set again (about 20 s on Ray 2.60)
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return []
-    series = []
-    for line in text.splitlines():
-        m = _LINE.match(line)
-        if m and not line.startswith("#"):
-            series.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
-    return series
-
-
-def _value(series, metric: str, labels: dict[str, str]) -> float | None:
-    """Sum of the samples of `metric` whose labels include `labels` (None when absent)."""
-    hits = [v for n, ls, v in series if n == metric and all(ls.get(k) == want for k, want in labels.items())]
-    return sum(hits) if hits else None
-
-
-def _wait_for(port: int, expected: dict[tuple, float]) -> list:
-    """Poll the endpoint until every (name, labels) in `expected` reaches its value, bounded in time."""
-    deadline = time.monotonic() + SCRAPE_TIMEOUT_S
-    series: list = []
-    while time.monotonic() < deadline:
-        series = _scrape(port)
-        got = {key: _value(series, key[0], dict(key[1])) for key in expected}
-        if all(got[k] == v for k, v in expected.items()):
-            return series
-        time.sleep(1.0)
-    got = {key: _value(series, key[0], dict(key[1])) for key in expected}
-    pytest.fail(f"metrics did not reach {expected} within {SCRAPE_TIMEOUT_S}s; last scrape: {got}")
 
 
 def test_noop_without_ray_and_does_not_import_ray():
@@ -85,7 +41,7 @@ def ray_with_metrics():
 
     if ray.is_initialized():
         ray.shutdown()
-    port = _free_port()
+    port = free_port()
     init_ray(ClusterConfig(num_cpus=2, metrics_export_port=port))
     try:
         yield port
@@ -143,11 +99,11 @@ def test_series_from_an_actor_reach_prometheus_and_move(ray_with_metrics):
         ("ray_atommem_weight_sync_seconds_count", ()): 1.0,
         ("ray_atommem_learner_step_seconds_count", ()): 1.0,
     }
-    series = _wait_for(port, first)
+    series = wait_for(port, first)
     # EM 0.5 lands in the (0.4, 0.5] bucket, not in the "zero" bucket.
-    assert _value(series, "ray_atommem_episode_em_bucket", {"source": "model", "le": "1e-06"}) == 0.0
-    assert _value(series, "ray_atommem_episode_em_bucket", {"source": "model", "le": "0.5"}) == 1.0
-    assert _value(series, "ray_atommem_learner_metric", {"name": "note"}) is None
+    assert value(series, "ray_atommem_episode_em_bucket", {"source": "model", "le": "1e-06"}) == 0.0
+    assert value(series, "ray_atommem_episode_em_bucket", {"source": "model", "le": "0.5"}) == 1.0
+    assert value(series, "ray_atommem_learner_metric", {"name": "note"}) is None
 
     assert ray.get(rec.record.remote(2)) == "Metrics"
     second = dict(first)
@@ -170,10 +126,10 @@ def test_series_from_an_actor_reach_prometheus_and_move(ray_with_metrics):
     })
     del second[("ray_atommem_weight_sync_seconds_count", ())]
     del second[("ray_atommem_learner_step_seconds_count", ())]
-    _wait_for(port, second)
+    wait_for(port, second)
 
     # Unchanged gauges stay visible: Ray drops a series not set for a while, the recorder re-sets them.
     time.sleep(GAUGE_IDLE_S)
-    series = _scrape(port)
-    assert _value(series, "ray_atommem_rollout_workers", {}) == 2.0
-    assert _value(series, "ray_atommem_learner_metric", {"name": "loss"}) == 0.5
+    series = scrape(port)
+    assert value(series, "ray_atommem_rollout_workers", {}) == 2.0
+    assert value(series, "ray_atommem_learner_metric", {"name": "loss"}) == 0.5
