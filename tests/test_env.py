@@ -263,13 +263,17 @@ def test_truncated_strict_response_reports_one_truncation():
 
 
 def test_gymnasium_env_checker_passes():
+    import warnings
+
     from gymnasium.utils.env_checker import check_env
 
     from atommem.config import SynthConfig
     from atommem.data.synthetic import generate_synthetic
 
     env = MemoryEnv(EnvConfig(chunk_tokens=16, chunk_overlap=3), MemoryConfig(), HashEmbedder(64), samples=generate_synthetic(SynthConfig(), 3))
-    check_env(env, skip_render_check=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the checker reports most API violations as warnings only
+        check_env(env, skip_render_check=True)
 
 
 def test_add_into_a_full_memory_is_a_reported_noop_until_room_is_made():
