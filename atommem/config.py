@@ -228,6 +228,7 @@ class ServeConfig:
     max_document_bytes: int = 2_000_000  # request documents larger than this -> 413
     max_questions: int = 32
     num_replicas: int = 1
+    drain_timeout_s: float = 300.0  # on SIGTERM a replica finishes its requests in flight for at most this long, then stops
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import os
 
 from atommem.config import ClusterConfig
+from atommem.stopping import reinstall
 
 
 def init_ray(cluster: ClusterConfig | None = None, **kwargs) -> None:
@@ -23,6 +24,7 @@ def init_ray(cluster: ClusterConfig | None = None, **kwargs) -> None:
         job_env = _submitted_job_env_vars()
         env_vars = {k: v for k, v in env_vars.items() if k not in job_env}
         ray.init(address=address, runtime_env={"env_vars": env_vars}, **kwargs)
+        reinstall()  # Ray's driver aborts on SIGTERM; a command running under stop_on_signals() drains instead
         return
     system_config = {}
     if cluster.metrics_export_port is not None:
@@ -36,6 +38,7 @@ def init_ray(cluster: ClusterConfig | None = None, **kwargs) -> None:
         _system_config=system_config or None,
         **kwargs,
     )
+    reinstall()
 
 
 def _submitted_job_env_vars() -> dict[str, str]:

@@ -1,11 +1,12 @@
 """Stopping on SIGTERM/SIGINT (`ray job stop`, a scheduler's preemption notice, Ctrl-C) without losing work.
 
 Ray's core worker makes a driver abort on SIGTERM ("Aborted", exit status -6), wherever it is: in the
-middle of a training step, of a checkpoint write, of a served request. `stop_on_signals()` installs
-handlers that only record the request (installed after Ray has started, since Ray sets its own); the
-long-running commands poll `stop_requested()` at their safe points: training finishes the step in
-flight, writes a checkpoint and exits 0; serving stops taking requests, lets the ones in flight
-finish and exits 0. A second signal stops at once (KeyboardInterrupt).
+middle of a training step, of a checkpoint write, of a served request. Every command runs inside
+`stop_on_signals()` (commands/__init__.py), whose handlers `runtime.init_ray` puts back after Ray set
+its own. A command that drains (training, serving) polls `stop_requested()` at its safe points: training
+finishes the step in flight, writes a checkpoint and exits 0; serving stops taking requests, lets the
+ones in flight finish and exits 0. A second signal stops at once (KeyboardInterrupt). Other commands
+stop at once on the first signal, through the same KeyboardInterrupt, so their cleanup still runs.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Iterator
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _requested = threading.Event()
 _received: list[str] = []
+_drain: list[bool] = []  # the innermost active stop_on_signals() block drains (True) or stops at once
 
 
 def _on_signal(signum: int, frame: object) -> None:
     name = signal.Signals(signum).name
-    if _requested.is_set():
-        raise KeyboardInterrupt(f"second {name}")
+    if _requested.is_set() or not _drain[-1]:
+        raise KeyboardInterrupt(name)
     _received.append(name)
     _requested.set()
     print(f"{name} received: finishing the work in flight, then stopping ({name} again stops at once)",
@@ -46,8 +48,9 @@ def wait_for_stop(timeout_s: float | None = None) -> bool:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Within the block, SIGTERM/SIGINT set `stop_requested()` instead of killing the process.
+def stop_on_signals(drain: bool = True) -> Iterator[None]:
+    """Within the block, SIGTERM/SIGINT set `stop_requested()` (drain=True) or raise KeyboardInterrupt
+    (drain=False) instead of killing the process.
 
     Outside the main thread (where Python cannot install handlers) the block runs unchanged."""
     if threading.current_thread() is not threading.main_thread():
@@ -56,8 +59,17 @@ def stop_on_signals() -> Iterator[None]:
     previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS}
     _requested.clear()
     _received.clear()
+    _drain.append(drain)
     try:
         yield
     finally:
+        _drain.pop()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def reinstall() -> None:
+    """Put this module's handlers back inside a stop_on_signals() block (Ray's init replaces them)."""
+    if _drain and threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            signal.signal(s, _on_signal)

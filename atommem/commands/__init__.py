@@ -23,6 +23,7 @@ class Command:
     help: str
     job: str | None = None  # the jobs/<job>.py entry point that runs it on a cluster
     job_args: tuple[str, ...] = ()  # arguments the job puts before the user's
+    drains: bool = False  # on SIGTERM/SIGINT it finishes the work in flight and exits 0 (see stopping.py)
 
 
 COMMANDS: dict[str, Command] = {
@@ -33,12 +34,14 @@ COMMANDS: dict[str, Command] = {
     "rollout": Command("atommem.commands.rollout:main", "play episodes on Ray and write trajectories", job="rollout"),
     "collect-sft": Command("atommem.commands.training:collect_sft", "play teacher episodes and keep SFT trajectories",
                            job="collect_sft"),
-    "sft": Command("atommem.commands.training:sft", "supervised fine-tuning on teacher trajectories", job="train_sft"),
+    "sft": Command("atommem.commands.training:sft", "supervised fine-tuning on teacher trajectories", job="train_sft",
+                   drains=True),
     "train": Command("atommem.commands.training:train", "GRPO training: rollouts on Ray, DeepSpeed learner group",
-                     job="train_grpo"),
+                     job="train_grpo", drains=True),
     "demo": Command("atommem.commands.demo:main", "the embedded default: tiny SFT -> GRPO -> eval on CPU"),
     "eval": Command("atommem.commands.eval:main", "evaluate policies and baselines on a dataset", job="evaluate"),
-    "serve": Command("atommem.commands.serve:main", "serve a trained agent over HTTP with Ray Serve", job="serve"),
+    "serve": Command("atommem.commands.serve:main", "serve a trained agent over HTTP with Ray Serve", job="serve",
+                     drains=True),
 }
 JOBS: dict[str, str] = {c.job: name for name, c in COMMANDS.items() if c.job}  # job -> command
 
@@ -50,12 +53,16 @@ def usage() -> str:
 
 
 def run_command(name: str, argv: list[str]) -> int:
-    """Run command `name`; user errors print one `error: ...` line and exit 2 (no traceback)."""
+    """Run command `name`; user errors print one `error: ...` line and exit 2 (no traceback). SIGTERM and
+    SIGINT let a draining command finish its work in flight and exit 0; others stop at once (130)."""
     from atommem.errors import run_user_facing
+    from atommem.stopping import stop_on_signals
 
-    module, _, function = COMMANDS[name].target.partition(":")
+    command = COMMANDS[name]
+    module, _, function = command.target.partition(":")
     main = getattr(importlib.import_module(module), function)
-    return run_user_facing(lambda: main(argv))
+    with stop_on_signals(drain=command.drains):
+        return run_user_facing(lambda: main(argv))
 
 
 def run_job(job: str, argv: list[str]) -> int:

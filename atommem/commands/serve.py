@@ -1,4 +1,5 @@
-"""`atommem serve --checkpoint PATH [--config C] [--host H] [--port P] [--set k=v]`: Ray Serve, blocking."""
+"""`atommem serve --checkpoint PATH [--config C] [--host H] [--port P] [--set k=v]`: Ray Serve, blocking
+until SIGTERM/SIGINT, which let the requests in flight finish before it exits 0."""
 
 from __future__ import annotations
 
@@ -27,9 +28,17 @@ def main(argv: list[str]) -> int:
 
     from atommem.runtime import init_ray
     from atommem.serve.app import build_app
+    from atommem.stopping import wait_for_stop
 
     init_ray(cfg.cluster)
     serve.start(http_options={"host": host, "port": port})
-    print(f"serving {checkpoint} at http://{host}:{port}/ (POST /v1/answer, GET /healthz, /docs); Ctrl-C stops")
-    serve.run(build_app(cfg, checkpoint), name="atommem", route_prefix="/", blocking=True)
+    serve.run(build_app(cfg, checkpoint), name="atommem", route_prefix="/", blocking=False)
+    print(f"serving {checkpoint} at http://{host}:{port}/ (POST /v1/answer, GET /healthz, /docs); Ctrl-C stops",
+          flush=True)
+    wait_for_stop()
+    # Deleting the app first lets its replicas finish the requests they hold while the HTTP proxy still
+    # answers (Serve's graceful shutdown); shutting Serve down at once would drop those connections.
+    serve.delete("atommem")
+    serve.shutdown()
+    print("serve: stopped after the requests in flight", flush=True)
     return 0

@@ -311,6 +311,7 @@ def build_app(cfg: Config, checkpoint: str):
         num_replicas=cfg.serve.num_replicas,
         # let the app see the overload itself (503 + Retry-After) instead of Serve queueing silently
         max_ongoing_requests=2 * cfg.serve.max_inflight + 4,
+        graceful_shutdown_timeout_s=cfg.serve.drain_timeout_s,  # `atommem serve` on SIGTERM: requests in flight finish
         ray_actor_options={"num_cpus": cfg.engine.num_cpus, "num_gpus": cfg.engine.num_gpus},
     )
     return deployment.bind(to_dict(cfg), str(checkpoint))

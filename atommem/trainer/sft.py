@@ -120,13 +120,16 @@ class SFTTrainer:
         self.step = 0
 
     def run(self, steps: int, seconds: float | None = None) -> int:
-        """Train until step `steps` or for `seconds` of wall time, whichever comes first; returns the step reached."""
+        """Train until step `steps` or for `seconds` of wall time, whichever comes first, or until a SIGTERM/SIGINT
+        (stopping.py) ends it after the step in flight; returns the step reached."""
         from tqdm import tqdm
+
+        from atommem.stopping import stop_requested
 
         t0 = time.monotonic()
         bar = tqdm(total=None if seconds is not None else max(0, steps - self.step), desc=self.phase, mininterval=2.0)
         metrics, logged = None, self.step
-        while self.step < steps and (seconds is None or time.monotonic() - t0 < seconds):
+        while self.step < steps and (seconds is None or time.monotonic() - t0 < seconds) and not stop_requested():
             metrics = self.learner.update_sft(self.data.next_batch())
             self.step += 1
             bar.update(1)
@@ -159,6 +162,7 @@ class SFTTrainer:
 def train_sft(cfg: Config) -> Path:
     """SFT on the collected teacher trajectories; writes `<run_dir>/sft/model` (HF dir) and its checkpoint."""
     from atommem.runtime import init_ray
+    from atommem.stopping import stop_reason
 
     run_dir = Path(cfg.trainer.run_dir)
     model_path = model_path_of(cfg)
@@ -172,5 +176,7 @@ def train_sft(cfg: Config) -> Path:
     finally:
         trainer.shutdown()
         logger.close()
+    if stop_reason():
+        print(f"SFT stopped by {stop_reason()} at step {trainer.step} of {cfg.sft.steps}")
     print(f"SFT model: {model}")
     return model
