@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from atommem.errors import EngineError
-from atommem.engines.base import Engine, SamplingParams
+from atommem.engines.base import Engine, Generation, SamplingParams
 from atommem.engines.hf import HFEngine
 from helpers_models import make_tiny_model_dir
 
@@ -68,8 +68,20 @@ def hf_greedy(engine, prompt, max_new):
     return out[0, len(prompt):].tolist()
 
 
-def test_implements_engine_protocol(engine):
-    assert isinstance(engine, Engine)
+def test_serves_a_caller_that_knows_only_the_engine_protocol(engine, prompts):
+    async def drive(eng: Engine):  # every call awaited with exactly the arguments `Engine` declares
+        ready = await eng.health()
+        before = await eng.generate(prompts[0], SamplingParams(temperature=0.0, max_tokens=5))
+        await eng.update_weights(scrambled(engine, seed=2), version=3)
+        after = await eng.generate(prompts[0], SamplingParams(temperature=0.0, max_tokens=5))
+        return ready, before, after, await eng.health()
+
+    ready, before, after, health = asyncio.run(drive(engine))
+    assert ready["ready"] is True and ready["weight_version"] == 1
+    for gen in (before, after):
+        assert isinstance(gen, Generation) and 1 <= len(gen.token_ids) <= 5 and len(gen.logprobs) == len(gen.token_ids)
+        assert gen.finish_reason == ("stop" if gen.token_ids[-1] == engine.eos_token_id else "length")
+    assert (before.weight_version, after.weight_version, health["weight_version"]) == (1, 3, 3)
 
 
 def test_batched_greedy_equals_one_by_one_generate(engine, prompts):
@@ -217,8 +229,6 @@ class ScriptedEngine:
         self.token_ids, self.finish_reason, self.prompts = token_ids, finish_reason, []
 
     async def generate(self, prompt_ids, params):
-        from atommem.engines.base import Generation
-
         self.prompts.append((list(prompt_ids), params))
         return Generation(list(self.token_ids), [-0.5] * len(self.token_ids), self.finish_reason, weight_version=7)
 
