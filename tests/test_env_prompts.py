@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from atommem.actions import TAG_NAMES
 from atommem.env.observation import Observation
 from atommem.memory.store import MemoryEntry
 from atommem.env.prompts import render_messages
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def obs(**kw) -> Observation:
@@ -38,9 +46,26 @@ def test_full_prompt_explains_every_tag_and_shows_state():
         assert part in u, part
 
 
-def test_rendering_is_deterministic():
-    assert render_messages(obs(), "full") == render_messages(obs(), "full")
-    assert render_messages(obs(), "compact") == render_messages(obs(), "compact")
+ERRORS = ["truncated: response cut off at char 99", "delete_memory: there is no Memory 9 (ignored)",
+          "empty_tag: <add_memory> is empty", "unknown_id: Memory 4", "delete_memory: there is no Memory 8 (ignored)"]
+
+
+def rendered() -> str:
+    """Every style of a reading and an answering observation, as one JSON text."""
+    observations = [obs(errors=ERRORS), obs(phase="answer", question_index=1, errors=ERRORS[:3])]
+    return json.dumps([render_messages(o, style) for o in observations for style in ("full", "compact")])
+
+
+def test_rendering_is_the_same_in_every_process():
+    # Each process salts str hashes differently (PYTHONHASHSEED): rendering that iterated a set or hashed
+    # text would differ between these processes, while two renderings in one process always agree.
+    code = "from tests.test_env_prompts import rendered; print(rendered())"
+    outs = {
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True, timeout=120).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert outs == {rendered() + "\n"}
 
 
 def test_compact_prompt_is_short_and_complete():
