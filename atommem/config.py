@@ -188,6 +188,8 @@ class SFTConfig:
     teacher_store_relevant_p: float = 1.0  # oracle teacher: chance it stores a fact the questions need
     teacher_store_distractor_p: float = 0.0  # oracle teacher: chance it stores an unneeded fact
     teacher_answer_top_hit: bool = False  # oracle teacher: answer the top retrieved entry's value when the fact is missing
+    teacher_weak_attributes: list[str] = field(default_factory=list)  # oracle teacher: attributes whose revisions it often mishandles (data.synth.task: revisions)
+    teacher_weak_update_p: float = 1.0  # oracle teacher: chance it updates a revision of a weak attribute in place (else it adds a stale duplicate)
     data: Optional[str] = None  # Parquet dir of collected SFT trajectories
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
     learner_cpus: Optional[float] = None  # CPUs (= torch threads) per learner actor in SFT, which runs alone; None = learner.num_cpus

@@ -44,6 +44,17 @@ def test_rollout_record_rates_are_ops_per_turn():
     assert st["rate_create"] == pytest.approx(0.2) and st["rate_read"] == pytest.approx(0.3)
     assert st["rate_error"] == pytest.approx(0.1)
     assert st["turns_per_episode"] == pytest.approx(5.0) and st["generated_tokens"] == 14
+    assert not any(k.startswith("rate_revision") for k in st)  # unlabelled turns: no per-state rates
+
+
+def test_rollout_record_has_per_state_rates():
+    a = _summary("a", 0, 1.0, [True], {"create": 1, "update": 1}, 4)
+    a.state_counts = {"revision": {"turns": 2, "update": 1, "create": 1}, "answer": {"turns": 2, "answer": 1, "read": 1}}
+    b = _summary("a", 1, 0.0, [False], {"create": 2}, 4)
+    b.state_counts = {"revision": {"turns": 2, "create": 2}, "answer": {"turns": 2, "answer": 1, "read": 1}}
+    st = rollout_record([a, b], [1000])
+    assert st["rate_revision_update"] == pytest.approx(0.25) and st["rate_revision_create"] == pytest.approx(0.75)
+    assert st["rate_answer_answer"] == pytest.approx(0.5) and "rate_revision_turns" not in st
 
 
 def test_sft_learner_takes_its_own_cpus_and_leaves_the_grpo_learner_alone():

@@ -2,7 +2,8 @@
 
 Model-driven (need engine, tokenizer, sampling): "memagent", "rag", "truncate".
 Scripted, no model, synthetic data only (so the comparison runs on CPU without a trained model):
-"memagent-scripted", "rag-scripted", "truncate-scripted".
+"memagent-scripted", "rag-scripted", "truncate-scripted", and "store-everything-scripted" (every fact line
+into long-term memory, the naive CRUD workflow).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ BASELINES: dict[str, str] = {
     "memagent-scripted": "atommem.baselines.memagent:ScriptedMemAgentPolicy",
     "rag-scripted": "atommem.baselines.rag:ScriptedRAGPolicy",
     "truncate-scripted": "atommem.baselines.truncate:ScriptedTruncatePolicy",
+    "store-everything-scripted": "atommem.baselines.store_all:ScriptedStoreEverythingPolicy",
 }
 # policies that play without an engine (everything else prompts a model)
-SCRIPTED = frozenset({"oracle", "memagent-scripted", "rag-scripted", "truncate-scripted"})
+SCRIPTED = frozenset({"oracle", "memagent-scripted", "rag-scripted", "truncate-scripted", "store-everything-scripted"})
 
 for _name, _builder in BASELINES.items():
     register_policy(_name, _builder)

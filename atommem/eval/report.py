@@ -1,4 +1,9 @@
-"""Evaluation reports: eval.json (everything), eval.md (side-by-side tables), PNG plots."""
+"""Evaluation reports: eval.json (everything), eval.md (side-by-side tables), PNG plots.
+
+Per-state action rates (`state_action_rates`, from the env's turn labels) get a table and a plot of their
+own (`state_rates_table`, `plot_state_rates`), shared with the demo report: on the revisions task they show
+where a policy's behaviour differs (updates on revision turns, stores on distractor turns).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,51 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+STATE_KINDS = ("create", "update", "delete", "read", "answer", "error")  # the kinds per-state tables show
+
+
+def state_rates_table(rates_by_name: dict[str, dict[str, dict[str, float]]], kinds: Sequence[str] = STATE_KINDS) -> str:
+    """Markdown: per turn state, its number of turns, then one row per kind any policy used with each named
+    policy's operations per turn of that state."""
+    names = list(rates_by_name)
+    rows = []
+    for st in sorted({st for rates in rates_by_name.values() for st in rates}):
+        of = [rates_by_name[n].get(st, {}) for n in names]
+        rows.append([st, "turns", *[r.get("turns", 0) for r in of]])
+        rows += [[st, k, *[r.get(k, math.nan) for r in of]] for k in kinds if any(r.get(k, 0) for r in of)]
+    return _table(["state", "operation", *names], rows)
+
+
+def plot_state_rates(rates_by_name: dict[str, dict[str, dict[str, float]]], out_png: str | Path,
+                     kinds: Sequence[str] = ("create", "update", "delete"), title: str = "Operations per turn by turn state") -> Path | None:
+    """One panel per turn state; in each, grouped bars (one colour per named policy) for `kinds`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rates_by_name)
+    states = sorted({st for rates in rates_by_name.values() for st in rates})
+    if not states:
+        return None
+    fig, axes = plt.subplots(1, len(states), figsize=(3.2 * len(states), 3.6), sharey=True, squeeze=False)
+    width = 0.8 / max(1, len(names))
+    for ax, st in zip(axes[0], states):
+        for i, n in enumerate(names):
+            ax.bar([k + i * width for k in range(len(kinds))], [rates_by_name[n].get(st, {}).get(k, 0.0) for k in kinds],
+                   width=width, label=n)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(kinds))], kinds)
+        ax.set_title(st)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("operations per turn")
+    axes[0][-1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return Path(out_png)
 
 
 def markdown(results: Sequence[Any], comparisons: list[dict], meta: dict) -> str:
@@ -55,6 +105,9 @@ def markdown(results: Sequence[Any], comparisons: list[dict], meta: dict) -> str
               [[r.policy, *[r.summary["by_length"][b]["questions"] for b in buckets]] for r in results]), ""]
     parts += ["## Action rates (operations per turn)", "", _table(["policy", *RATE_KINDS],
               [[r.policy, *[r.summary["action_rates"][k] for k in RATE_KINDS]] for r in results]), ""]
+    by_state = {r.policy: r.summary.get("state_action_rates", {}) for r in results}
+    if any(by_state.values()):
+        parts += ["## Action rates by turn state (operations per turn of that state)", "", state_rates_table(by_state), ""]
     return "\n".join(parts)
 
 
@@ -92,7 +145,8 @@ def plot(results: Sequence[Any], out: Path) -> list[Path]:
     paths.append(out / "action_rates.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
-    return paths
+    state_png = plot_state_rates({r.policy: r.summary.get("state_action_rates", {}) for r in results}, out / "state_rates.png")
+    return paths + ([state_png] if state_png is not None else [])
 
 
 def _json_safe(x: Any) -> Any:

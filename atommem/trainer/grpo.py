@@ -50,13 +50,20 @@ def rollout_record(summaries: list, length_buckets: list[int]) -> dict:
         "generated_tokens": sum(s.generated_tokens for s in summaries),
     }
     out.update({f"rate_{k}": v for k, v in scores["action_rates"].items()})
+    out.update(state_rate_record(scores["state_action_rates"]))
     return out
+
+
+def state_rate_record(state_rates: dict[str, dict[str, float]], prefix: str = "rate_") -> dict:
+    """Per-state action rates flattened for the training log: `rate_<state>_<kind>` (e.g. rate_revision_update)."""
+    return {f"{prefix}{state}_{k}": v for state, rates in state_rates.items() for k, v in rates.items() if k != "turns"}
 
 
 def eval_record(result: EvalResult) -> dict:
     """`dev_*` scalars of an evaluation, for the run's metrics (EM, F1, action rates)."""
     s = result.summary
-    return {"dev_em": s["em"], "dev_f1": s["f1"], **{f"dev_rate_{k}": v for k, v in s["action_rates"].items()}}
+    return {"dev_em": s["em"], "dev_f1": s["f1"], **{f"dev_rate_{k}": v for k, v in s["action_rates"].items()},
+            **state_rate_record(s["state_action_rates"], prefix="dev_rate_")}
 
 
 @dataclass

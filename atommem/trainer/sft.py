@@ -62,6 +62,8 @@ def collect_teacher(cfg: Config) -> tuple[Path, list]:
             "store_relevant_p": cfg.sft.teacher_store_relevant_p,
             "store_distractor_p": cfg.sft.teacher_store_distractor_p,
             "answer_top_hit": cfg.sft.teacher_answer_top_hit,
+            "weak_attributes": list(cfg.sft.teacher_weak_attributes),
+            "weak_update_p": cfg.sft.teacher_weak_update_p,
         }
     else:
         if cfg.engine.kind != "openai":
