@@ -18,12 +18,26 @@ def test_configs_exist():
     assert {"qwen3_8b_sft.yaml", "qwen3_8b_grpo.yaml"} <= names, names
 
 
+def _leaves(tree: dict, keys: tuple = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, keys + (key,))
+        else:
+            yield keys + (key,), value
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_every_config_loads(path):
+def test_every_config_loads_with_every_value_it_sets(path):
     cfg = load_config(path)
-    assert isinstance(cfg, Config)
-    # Every top-level section in the file is a real section (load_config would have raised otherwise).
-    assert set(yaml.safe_load(path.read_text())) <= set(Config.__dataclass_fields__)
+    leaves = list(_leaves(yaml.safe_load(path.read_text())))
+    assert leaves
+    for keys, want in leaves:
+        got = cfg
+        for key in keys:
+            got = got[key] if isinstance(got, dict) else getattr(got, key)
+        if isinstance(got, float) and isinstance(want, str):
+            want = float(want)  # YAML 1.1 reads `1e-6` (no dot) as a string
+        assert got == want, ".".join(keys)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
