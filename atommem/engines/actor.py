@@ -2,13 +2,15 @@
 
 `make_engine` picks the backend from `EngineConfig.kind`. `make_engine_actor` wraps the same engine in
 an async Ray actor (restarted up to `max_restarts` times; `generate`/`health` are retried on a restarted
-actor, weight-sync calls are not: a broadcast cannot be replayed, the learner re-syncs instead). A
-restarted engine comes back with the weights on disk, i.e. `weight_version` 0, and stamps that on
-its generations, so stale trajectories stay recognisable.
+actor, weight-sync calls are not: a broadcast cannot be replayed, the fleet re-syncs instead). A
+restarted engine comes back with the weights on disk, and so does one added to a run already past
+them: such an engine holds every `generate` until its fleet has given it the run's current weights
+(`engines/fleet.py` watches for it), so it never serves old weights under any version stamp.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any, Iterable
 
@@ -37,6 +39,8 @@ def make_engine(
             str(model_path),
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            kv_cache_gb=cfg.kv_cache_gb,
+            enforce_eager=cfg.enforce_eager,
             enable_sleep_mode=cfg.enable_sleep_mode,
             enable_prefix_caching=cfg.enable_prefix_caching,
             dtype=dtype,
@@ -54,20 +58,37 @@ def make_engine(
 class EngineActor:
     """Body of the Ray actor: forwards to one engine. All methods are async (an asyncio actor)."""
 
-    def __init__(self, cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32", name: str = "engine"):
+    def __init__(self, cfg: EngineConfig, model_path: str, seed: int = 0, dtype: str = "float32", name: str = "engine",
+                 needs_weights: bool = False):
+        import ray
+
         # the actor owns its process: match torch's threads to the CPUs Ray reserved for it
         self.engine = make_engine(cfg, model_path, seed=seed, dtype=dtype, num_threads=max(1, int(cfg.num_cpus)))
         self.name = name
+        # Ray runs __init__ again, with the first start's arguments, in the new process of a restarted actor.
+        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self.version = 0  # of the weights loaded (those on disk are 0); only goes forward
+        self._current = asyncio.Event()  # set once the loaded weights are the run's current ones
+        if not (needs_weights or self.restarted):
+            self._current.set()
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         from atommem.metrics import get_metrics
 
+        await self._current.wait()
         gen = await self.engine.generate(prompt_ids, params)
         get_metrics().generated_tokens(len(gen.token_ids), engine=self.name)
         return gen
 
+    def _loaded(self, version: int) -> None:
+        self.version = version
+        self._current.set()
+
     async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        if version < self.version:
+            raise EngineError(f"weight version {version} is older than the engine's {self.version}: versions only go forward")
         await self.engine.update_weights(list(named_tensors), version)
+        self._loaded(version)
 
     async def init_weight_sync(
         self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
@@ -75,7 +96,15 @@ class EngineActor:
         await self._require("init_weight_sync")(master_addr, master_port, rank, world_size, backend)
 
     async def receive_weights(self, version: int) -> dict:
-        return await self._require("receive_weights")(version)
+        """One broadcast from the learner (the fleet keeps versions going forward: a receiver that refused
+        to take part would stall the sender)."""
+        out = await self._require("receive_weights")(version)
+        self._loaded(version)
+        return out
+
+    async def weights_are_current(self) -> None:
+        """The fleet's word that the weights loaded from disk are still the run's (no sync happened yet)."""
+        self._current.set()
 
     async def sleep(self, level: int = 1) -> None:
         await self._require("sleep")(level)
@@ -84,7 +113,7 @@ class EngineActor:
         await self._require("wake_up")()
 
     async def health(self) -> dict:
-        return await self.engine.health()
+        return {**await self.engine.health(), "restarted": self.restarted, "needs_weights": not self._current.is_set()}
 
     def _require(self, method: str):
         fn = getattr(self.engine, method, None)
@@ -107,13 +136,15 @@ def _remote_class():
 
 
 def make_engine_actor(
-    cfg: EngineConfig, model_path: str, name: str | None = None, seed: int = 0, dtype: str = "float32"
+    cfg: EngineConfig, model_path: str, name: str | None = None, seed: int = 0, dtype: str = "float32",
+    needs_weights: bool = False,
 ) -> Any:
-    """A Ray actor handle hosting `make_engine(cfg, model_path)`; resources and restarts from `cfg`."""
+    """A Ray actor handle hosting `make_engine(cfg, model_path)`; resources and restarts from `cfg`.
+    `needs_weights`: it joins a run past the weights on disk and serves nothing until it is synced."""
     options: dict[str, Any] = dict(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=cfg.max_restarts)
     if name is not None:
         options["name"] = name
-    return _remote_class().options(**options).remote(cfg, str(model_path), seed, dtype, name or "engine")
+    return _remote_class().options(**options).remote(cfg, str(model_path), seed, dtype, name or "engine", needs_weights)
 
 
 class EngineClient:
