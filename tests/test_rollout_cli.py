@@ -52,6 +52,9 @@ def test_cli_model_policy_without_a_model_is_a_user_error(tmp_path, capsys):
 
 
 def test_play_fresh_model_on_engine_actors(ray_local, tmp_path):
+    from atommem.env.memory_env import MemoryEnv
+    from atommem.memory.embedders import make_embedder
+    from atommem.models.loading import load_tokenizer
     from atommem.rollout.play import play
 
     cfg = small_config(envs=4, workers=1)
@@ -59,6 +62,7 @@ def test_play_fresh_model_on_engine_actors(ray_local, tmp_path):
     cfg.sampling.max_tokens = 8
     cfg.engine.num_engines = 1
     cfg.engine.num_cpus = 0.5
+    cfg.env.format_penalty = 0.05  # the reward then also counts the episode's error turns (and goes below 0)
     model_dir = make_tiny_model_dir(tmp_path)
     samples = generate_synthetic(TEST_SYNTH, n=2, seed=11)
     results, _ = play(cfg, samples, 2, "model", str(model_dir), progress=False)
@@ -71,4 +75,19 @@ def test_play_fresh_model_on_engine_actors(ray_local, tmp_path):
     assert all(t.weight_version == 0 and t.prompt_ids for t in turns)
     assert {t.metadata["engine"] for t in trajs} == {0}
     # random weights: (strict) format errors on almost every turn, which the summaries count
-    assert sum(s.num_errors for _, s in results) > 0 and all(0.0 <= s.reward <= 1.0 for _, s in results)
+    assert sum(s.num_errors for _, s in results) > 0
+    # The played responses through a fresh env: the engine was sent exactly the env's prompts, and the
+    # trajectory and its summary carry the env's own scores of the episode.
+    tok = load_tokenizer(str(model_dir))
+    by_id = {x.id: x for x in samples}
+    for traj, (_, summary) in zip(trajs, results):
+        env = MemoryEnv(cfg.env, cfg.memory, make_embedder(cfg.embedder), tokenizer=tok)
+        env.reset(options={"sample": by_id[traj.sample_id]})
+        for turn in traj.turns:
+            assert env.prompt_ids(tok) == turn.prompt_ids
+            env.step(turn.response_text, complete=turn.response_ids[-1] == tok.eos_token_id)
+        res = env.result()
+        assert env.done and res.num_turns == traj.num_turns
+        assert (traj.reward, traj.answers, traj.num_errors) == (res.reward, res.answers, res.num_errors)
+        assert (summary.reward, summary.num_errors) == (res.reward, res.num_errors)
+    assert min(s.reward for _, s in results) < 0  # the penalty applied: rewards are not clipped to [0, 1]
