@@ -18,8 +18,15 @@ from helpers_models import make_tiny_model_dir
 VLLM_HIDDEN = 128
 
 
-def vllm_model_dir(tmp_path: Path) -> Path:
-    return make_tiny_model_dir(tmp_path, hidden=VLLM_HIDDEN, layers=2)
+def vllm_model_dir(tmp_path: Path, scramble_seed: int | None = None) -> Path:
+    """A tiny model dir; with `scramble_seed`, its weights on disk are `scrambled` ones (diverse greedy outputs)."""
+    path = make_tiny_model_dir(tmp_path, hidden=VLLM_HIDDEN, layers=2)
+    if scramble_seed is not None:
+        from atommem.models.loading import load_model
+
+        model = load_model(path)
+        with_weights(model, scrambled(model, scramble_seed)).save_pretrained(path)
+    return path
 
 
 def scrambled(model: torch.nn.Module, seed: int, scale: float = 0.3) -> list[tuple[str, torch.Tensor]]:
