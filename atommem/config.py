@@ -114,7 +114,7 @@ class SamplingConfig:
 class EngineConfig:
     kind: Literal["hf", "vllm", "openai"] = "hf"  # backend of the inference engines
     num_engines: int = 1  # engine replicas (Ray actors)
-    max_batch_size: int = 64  # requests batched into one generate call (hf)
+    max_batch_size: int = 64  # most requests decoded at once (hf: the running batch; vllm: max_num_seqs)
     batch_wait_ms: float = 5.0  # how long the hf engine waits to fill a batch
     num_cpus: float = 1.0  # CPUs per engine actor
     num_gpus: float = 0.0  # GPUs per engine actor (vllm: 1 per tensor-parallel rank)

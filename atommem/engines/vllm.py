@@ -133,6 +133,7 @@ class VLLMEngine:
         seed: int = 0,
         max_model_len: int | None = None,
         enforce_eager: bool = False,
+        max_num_seqs: int | None = None,
     ):
         vllm = _import_vllm()
         from vllm.platforms import current_platform
@@ -161,6 +162,7 @@ class VLLMEngine:
             seed=seed,
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
+            max_num_seqs=max_num_seqs,
             worker_extension_cls=EXTENSION,
             weight_transfer_config={"backend": BACKEND},
             logprobs_mode="raw_logprobs",
@@ -201,12 +203,13 @@ class VLLMEngine:
         self._syncing = False
         self.stats = {"requests": 0, "generated_tokens": 0, "prompt_tokens": 0}
 
-    async def _on_loop(self, coro) -> Any:
-        """Run `coro` on the engine's loop and await it from the caller's (cancelling it cancels the request)."""
+    async def on_engine_loop(self, coro) -> Any:
+        """Await `coro` on the engine's own loop, where `self.engine` (the AsyncLLM) lives; cancelling the
+        caller cancels it. For callers that drive the AsyncLLM directly (bench/rollout_async.py)."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        return await self._on_loop(self._generate(prompt_ids, params))
+        return await self.on_engine_loop(self._generate(prompt_ids, params))
 
     async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         from vllm.exceptions import VLLMClientError
@@ -275,12 +278,12 @@ class VLLMEngine:
         info = dict(
             master_address=master_addr, master_port=master_port, rank_offset=rank, world_size=world_size, backend=backend
         )
-        await self._on_loop(self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=info)))
+        await self.on_engine_loop(self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=info)))
 
     async def receive_weights(self, version: int) -> dict:
         """Receive one broadcast between requests and label what follows `version`; returns
         {"version", "tensors", "seconds"} (tensors loaded by the first worker)."""
-        return await self._on_loop(self._receive_weights(version))
+        return await self.on_engine_loop(self._receive_weights(version))
 
     async def _receive_weights(self, version: int) -> dict:
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
@@ -304,13 +307,13 @@ class VLLMEngine:
         """Free GPU memory (level 1: offload weights, drop KV cache) while a colocated learner steps."""
         if not self.enable_sleep_mode:
             raise EngineError("sleep needs engine.enable_sleep_mode: true")
-        await self._on_loop(self.engine.sleep(level))
+        await self.on_engine_loop(self.engine.sleep(level))
         self._sleeping = True
 
     async def wake_up(self) -> None:
         if not self.enable_sleep_mode:
             raise EngineError("wake_up needs engine.enable_sleep_mode: true")
-        await self._on_loop(self.engine.wake_up())
+        await self.on_engine_loop(self.engine.wake_up())
         self._sleeping = False
 
     async def health(self) -> dict:
@@ -331,9 +334,16 @@ class VLLMEngine:
     def close(self) -> None:
         """Stop vLLM's processes and the engine's loop (idempotent)."""
         if self.engine is not None:
-            self._loop.call_soon_threadsafe(self.engine.shutdown)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=120)
             self._stop_loop()
             self.engine = None  # nothing left for AsyncLLM.__del__ to shut down at interpreter exit
+
+    async def _shutdown(self) -> None:
+        self.engine.shutdown()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]  # AsyncLLM's output handlers
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
