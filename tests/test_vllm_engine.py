@@ -198,3 +198,24 @@ def test_sleep_and_wake_keep_the_weights(tmp_path):
         assert gather(engine, PROMPTS[:1], GREEDY)[0].token_ids == before
     finally:
         engine.close()
+
+
+@pytest.mark.gpu
+def test_sync_over_nccl_gives_the_learners_tokens(tmp_path):
+    """The CUDA path: the learner's NCCL group, vLLM's workers receiving on their GPU."""
+    from atommem.engines.vllm import VLLMEngine
+
+    path = vllm_model_dir(tmp_path)
+    engine = VLLMEngine(str(path), dtype="float32", max_model_len=512, gpu_memory_utilization=0.2)
+    try:
+        learner = Learner(1, lambda i, *args: engine.init_weight_sync(*args), backend="nccl")
+        model = load_model(path)
+        named = scrambled(model, seed=12)
+        (report,) = learner.sync([(n, t.cuda()) for n, t in named], [engine.receive_weights(3)])
+        assert report["version"] == 3 and report["tensors"] == len(named)
+        with_weights(model, named)
+        for prompt, gen in zip(PROMPTS, gather(engine, PROMPTS, GREEDY)):
+            assert gen.weight_version == 3
+            forward_check(model, prompt, gen, greedy=True)
+    finally:
+        engine.close()

@@ -64,16 +64,16 @@ class Learner:
     once), then one bucketed broadcast per sync. `join(i, ...)` / `receive(i, version)` reach engine i
     (a local engine's coroutine or an actor's ObjectRef)."""
 
-    def __init__(self, num_engines: int, join: Callable[..., Any], bucket_bytes: int = 1 << 16):
+    def __init__(self, num_engines: int, join: Callable[..., Any], bucket_bytes: int = 1 << 16, backend: str = "gloo"):
         self.port = free_port()
         self.bucket_bytes = bucket_bytes
         world = num_engines + 1
         holder: dict = {}
         thread = threading.Thread(
-            target=lambda: holder.setdefault("sender", WeightSender("127.0.0.1", self.port, world, "gloo", timeout_s=120))
+            target=lambda: holder.setdefault("sender", WeightSender("127.0.0.1", self.port, world, backend, timeout_s=120))
         )
         thread.start()
-        pending = [join(i, "127.0.0.1", self.port, i + 1, world, "gloo") for i in range(num_engines)]
+        pending = [join(i, "127.0.0.1", self.port, i + 1, world, backend) for i in range(num_engines)]
         for p in pending:  # actors join concurrently; a local engine's coroutine runs here
             _wait(p)
         thread.join(timeout=120)
