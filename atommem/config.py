@@ -166,7 +166,6 @@ class GRPOConfig:
 @dataclass
 class LearnerConfig:
     num_learners: int = 1  # learner actors (one per GPU; CPU processes on CPU)
-    backend: Literal["deepspeed", "torch"] = "deepspeed"  # deepspeed ZeRO-3, or plain torch DDP (gloo/nccl)
     zero_stage: int = 3
     micro_batch_tokens: int = 8192  # tokens per micro batch (rows packed by length)
     grad_clip: float = 1.0
@@ -238,7 +237,6 @@ class ServeConfig:
 @dataclass
 class ClusterConfig:
     address: Optional[str] = None  # Ray address; None = $RAY_ADDRESS or a local Ray
-    placement: Literal["colocated", "split"] = "split"  # engines share GPUs with the learner, or not
     num_cpus: Optional[int] = None  # local Ray only: CPUs to start with
     metrics_export_port: Optional[int] = None  # local Ray only: Prometheus export port
     include_dashboard: bool = False  # local Ray only

@@ -25,7 +25,7 @@ def _yaml(rel: str):
 def _gpus_needed(cfg) -> float:
     engines = cfg.engine.num_engines * cfg.engine.num_gpus * cfg.engine.tensor_parallel_size
     learners = cfg.learner.num_learners * cfg.learner.num_gpus
-    return max(engines, learners) if cfg.cluster.placement == "colocated" else engines + learners
+    return engines + learners  # engines and learners never share a GPU
 
 
 def _worker_resources() -> set[str]:

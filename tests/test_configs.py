@@ -77,7 +77,7 @@ def test_bad_key_and_type_in_a_file_name_the_key(tmp_path):
 def _gpus(cfg: Config) -> float:
     engines = cfg.engine.num_engines * cfg.engine.num_gpus * cfg.engine.tensor_parallel_size
     learners = cfg.learner.num_learners * cfg.learner.num_gpus
-    return max(engines, learners) if cfg.cluster.placement == "colocated" else engines + learners
+    return engines + learners  # engines and learners never share a GPU
 
 
 @pytest.mark.parametrize("name", ["qwen3_8b_sft.yaml", "qwen3_8b_grpo.yaml"])
@@ -90,7 +90,7 @@ def test_qwen3_configs_carry_the_paper_settings(name):
     assert cfg.memory.top_k == 6
     assert cfg.embedder.kind == "openai" and "Qwen3-Embedding" in cfg.embedder.model
     assert cfg.embedder.base_url and cfg.embedder.query_instruction.strip()
-    assert (cfg.learner.backend, cfg.learner.zero_stage) == ("deepspeed", 3)
+    assert cfg.learner.zero_stage == 3
     assert cfg.learner.num_gpus >= 1
     assert _gpus(cfg) <= GPUS_PER_NODE
     assert cfg.rollout.worker_resource  # rollout workers land on the autoscaled CPU nodes

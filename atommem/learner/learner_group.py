@@ -59,8 +59,6 @@ class LearnerGroup:
         lc = cfg.learner
         if lc.num_learners < 1:
             raise UserError(f"learner.num_learners must be >= 1, got {lc.num_learners}")
-        if lc.backend != "deepspeed":
-            raise UserError(f"learner.backend={lc.backend!r} is not implemented; use learner.backend=deepspeed (ZeRO-3 runs on CPU too)")
         if not (Path(model_path) / "config.json").is_file():
             raise UserError(f"learner model path {model_path} has no config.json; build it first (atommem model tiny --out DIR) or fix model.path")
         self.cfg = cfg
