@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ray.exceptions import ActorUnavailableError
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from atommem.data.synthetic import generate_synthetic
 from atommem.errors import EngineError
@@ -92,14 +92,15 @@ def test_a_slow_generation_does_not_block_other_envs():
 
 
 class CountingEngine:
-    def __init__(self, fail_first: int = 0):
+    def __init__(self, fail_first: int = 0, error: type = ActorUnavailableError):
         self.calls = 0
         self.fail_first = fail_first
+        self.error = error
 
     async def generate(self, prompt_ids, params):
         self.calls += 1
         if self.calls <= self.fail_first:
-            raise ActorUnavailableError("engine restarting", None)
+            raise self.error("engine restarting", None) if self.error is ActorUnavailableError else self.error()
         return Generation([7], [-0.5], "stop", 3)
 
 
@@ -135,6 +136,14 @@ def test_engine_group_retries_a_restarting_replica_then_moves_the_episode():
     asyncio.run(client.generate([1], SamplingParams()))
     assert client.replica == 1 and healthy.calls == 1 and group.load() == [0, 1]
 
-    group = ReplicaRouter([CountingEngine(fail_first=10**6)], max_retries=2, retry_wait_s=0.0)
+    # a lone replica being restarted is waited for (a model load can take minutes), past max_retries
+    slow = CountingEngine(fail_first=20)
+    group = ReplicaRouter([slow], max_retries=2, retry_wait_s=0.0)
+    assert asyncio.run(group.acquire("c").generate([1], SamplingParams())).weight_version == 3 and slow.calls == 21
+
+    group = ReplicaRouter([CountingEngine(fail_first=10**6)], max_retries=2, retry_wait_s=0.0, restart_wait_s=0.0)
     with pytest.raises(EngineError, match="failed"):
-        asyncio.run(group.acquire("c").generate([1], SamplingParams()))
+        asyncio.run(group.acquire("d").generate([1], SamplingParams()))
+    group = ReplicaRouter([CountingEngine(fail_first=10**6, error=ActorDiedError)], max_retries=2, retry_wait_s=0.0)
+    with pytest.raises(EngineError, match="failed 3 times"):  # dead for good: no waiting
+        asyncio.run(group.acquire("e").generate([1], SamplingParams()))

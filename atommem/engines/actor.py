@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import uuid
 from typing import Any, Iterable
 
 import torch
@@ -68,6 +69,7 @@ class EngineActor:
         self.name = name
         # Ray runs __init__ again, with the first start's arguments, in the new process of a restarted actor.
         self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self.incarnation = uuid.uuid4().hex  # this process: a weight-sync group is built for one set of them
         self.version = 0  # of the weights loaded (those on disk are 0); only goes forward
         self._current = asyncio.Event()  # set once the loaded weights are the run's current ones
         if not (needs_weights or self.restarted):
@@ -114,7 +116,8 @@ class EngineActor:
         await self._require("wake_up")()
 
     async def health(self) -> dict:
-        return {**await self.engine.health(), "restarted": self.restarted, "needs_weights": not self._current.is_set()}
+        return {**await self.engine.health(), "restarted": self.restarted, "needs_weights": not self._current.is_set(),
+                "incarnation": self.incarnation}
 
     def _require(self, method: str):
         fn = getattr(self.engine, method, None)

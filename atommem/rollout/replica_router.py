@@ -5,11 +5,15 @@ conversation. The group holds either Ray actor handles of engines (`engines/acto
 objects (in-process benchmarks and tests); both are driven through `await ...generate(...)`.
 A replica that dies and is being restarted by Ray makes a request fail with an actor error: the request
 is retried on the same replica, and after `max_retries` failures the episode moves to another replica.
+A replica Ray is still restarting (ActorUnavailableError: loading a model can take minutes) is waited
+for up to `restart_wait_s` when no other replica can take the episode; one dead for good
+(ActorDiedError, its restarts used up) fails the episode after `max_retries` tries per replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from atommem.errors import EngineError
@@ -29,13 +33,15 @@ def _is_actor(engine: Any) -> bool:
 
 
 class ReplicaRouter:
-    def __init__(self, engines: list[Any], *, max_retries: int = 3, retry_wait_s: float = 1.0, offset: int = 0):
+    def __init__(self, engines: list[Any], *, max_retries: int = 3, retry_wait_s: float = 1.0, offset: int = 0,
+                 restart_wait_s: float = 600.0):
         """`offset` rotates tie-breaking so several workers do not all start on replica 0."""
         if not engines:
             raise EngineError("ReplicaRouter needs at least one engine (engine.num_engines >= 1)")
         self.engines = list(engines)
         self.max_retries = max_retries
         self.retry_wait_s = retry_wait_s
+        self.restart_wait_s = restart_wait_s
         self._actors = [_is_actor(e) for e in self.engines]
         self._episodes: dict[str, int] = {}  # episode_id -> replica
         self._load = [0] * len(self.engines)  # episodes pinned per replica
@@ -80,16 +86,20 @@ class ReplicaRouter:
         return await engine.generate(prompt_ids, params)
 
     async def generate(self, episode_id: str, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        from ray.exceptions import ActorUnavailableError
+
         errors = _actor_errors()
         idx = self._episodes[episode_id]
         failures = 0
+        first_failure = time.monotonic()
         while True:
             try:
                 return await self._call(idx, prompt_ids, params)
             except errors as exc:
                 failures += 1
                 self.retries += 1
-                if failures > self.max_retries * len(self.engines):
+                restarting = isinstance(exc, ActorUnavailableError) and time.monotonic() - first_failure < self.restart_wait_s
+                if failures > self.max_retries * len(self.engines) and not restarting:
                     raise EngineError(
                         f"every engine replica failed {failures} times in a row for episode {episode_id}: {exc}"
                     ) from exc

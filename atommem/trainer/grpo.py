@@ -105,14 +105,16 @@ class GRPOTrainer:
         self.sampler = EpochSampler(len(self.train), cfg.trainer.seed)
         self.checkpoints = CheckpointManager(Path(cfg.trainer.run_dir) / "checkpoints", cfg.trainer.keep_checkpoints, cfg)
         self.stopped_by = ""  # the signal that ended run() early ("" when it ran to its end)
+        self.resumes = 0
 
     # -- rollouts
     def _submit(self, num_groups: int) -> None:
         from atommem.rollout.records import make_requests
 
         picked = [self.train[i] for i in self.sampler.take(num_groups)]
-        # A nonce per submission keeps uids and episode ids unique when a sample comes round again.
-        nonce = f"v{self.state.version}s{self.state.step}e{self.sampler.epoch}p{self.sampler.pos}"
+        # A nonce per submission keeps uids and episode ids unique when a sample comes round again, and
+        # when a resume onto this trainer's runners plays a step again.
+        nonce = f"r{self.resumes}v{self.state.version}s{self.state.step}e{self.sampler.epoch}p{self.sampler.pos}"
         seen: set[str] = set()
         unique = [s for s in picked if not (s.id in seen or seen.add(s.id))]
         self.pool.submit(make_requests(unique, self.cfg.grpo.group_size, nonce=nonce,
@@ -163,12 +165,13 @@ class GRPOTrainer:
                                       std_normalize=cfg.grpo.std_normalize)
         expected_rows = sum(s.num_turns for s in summaries)
         t1 = time.monotonic()
-        metrics = self.learner.update_grpo([(ref, float(a)) for (ref, _), a in zip(entries, advantages)])
-        if metrics.get("rows_consumed", expected_rows) != expected_rows:
-            raise RuntimeError(f"learner consumed {metrics['rows_consumed']} rows, the batch has {expected_rows}")
-        t_learn = time.monotonic() - t1
-        self.state.version += 1
-        sync = self.fleet.sync_weights(self.learner, self.state.version)
+        with self.fleet.weights_changing():  # an engine restarted meanwhile is caught up after the sync
+            metrics = self.learner.update_grpo([(ref, float(a)) for (ref, _), a in zip(entries, advantages)])
+            if metrics.get("rows_consumed", expected_rows) != expected_rows:
+                raise RuntimeError(f"learner consumed {metrics['rows_consumed']} rows, the batch has {expected_rows}")
+            t_learn = time.monotonic() - t1
+            self.state.version += 1
+            sync = self.fleet.sync_weights(self.learner, self.state.version)
         self.state.step += 1
         step_s = time.monotonic() - t0
         self.state.train_seconds += step_s
@@ -257,12 +260,14 @@ class GRPOTrainer:
         """Continue from the complete checkpoint at `path` (a torn one, or one written under a config that
         differs in a key it depends on, is refused); the engines get its weights and version."""
         self.checkpoints.check_compatible(Checkpoint.open(path))
-        extra = self.learner.load_checkpoint(str(path))
-        self.state = GRPOState(**extra["grpo_state"])
+        with self.fleet.weights_changing():
+            extra = self.learner.load_checkpoint(str(path))
+            self.state = GRPOState(**extra["grpo_state"])
+            self.fleet.sync_weights(self.learner, self.state.version, rewind=True)
         self.sampler = EpochSampler.from_state(self.state.sampler)
         random.setstate(extra["py_rng"])
         np.random.set_state(extra["np_rng"])
-        self.fleet.sync_weights(self.learner, self.state.version)
+        self.resumes += 1
 
     def shutdown(self) -> None:
         for part in (self.pool, self.eval_runners, self.learner, self.fleet):
