@@ -3,11 +3,20 @@
 Reading, it stores every `subject attribute value .` fact of the chunk. Answering `attribute of subject ?`,
 it first queries memory, then boxes the value of the retrieved entry for that subject and attribute, or
 `unknown` when the retrieval block has none: an app that dropped, shared or hid memory answers differently.
+`scripted_completions(model_dir)` serves it as a vLLM-style completions server for `engine.kind: openai`.
 """
 
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import uvicorn
+from fastapi import FastAPI, Request
 
 _QUESTION = re.compile(r"Question \d+ of \d+:\n(\w+) of (\w+) \?\n")
 _QUERY = re.compile(r"Current query: (.*)\n")
@@ -30,3 +39,43 @@ def scripted_reply(prompt: str) -> str:
     if not values and _QUERY.search(prompt).group(1) == "(none)":
         return f"<update_query> {subject} {attribute} </update_query>"
     return f"<final_answer> \\boxed{{{values[0] if values else 'unknown'}}} </final_answer>"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def scripted_completions(model_dir) -> Iterator[str]:
+    """A /v1/completions server on 127.0.0.1 (token ids in and out, as vLLM's) replying `scripted_reply`'s
+    text in `model_dir`'s tokens; yields its base URL."""
+    from atommem.models.loading import load_tokenizer
+
+    tok = load_tokenizer(str(model_dir))
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models():
+        return {"data": [{"id": "scripted"}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        prompt = tok.decode((await request.json())["prompt"])
+        ids = tok.encode(scripted_reply(prompt), add_special_tokens=False) + [tok.eos_token_id]
+        logprobs = {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": [0.0] * len(ids)}
+        return {"choices": [{"index": 0, "text": "", "logprobs": logprobs, "finish_reason": "stop"}]}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "scripted completions server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{server.config.port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

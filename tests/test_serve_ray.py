@@ -2,26 +2,15 @@
 HF engine, and the scripted agent of tests/serve_support.py behind a vLLM-style completions server."""
 
 import asyncio
-import socket
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
 
 from atommem.config import Config
 from tests.helpers_models import make_tiny_model_dir
-from tests.serve_support import scripted_reply
+from tests.serve_support import free_port, scripted_completions
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cfg(max_inflight: int) -> Config:
@@ -42,46 +31,21 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scripted_completions(model):
-    """A vLLM-style /v1/completions server (token ids in and out) whose replies are `scripted_reply`'s."""
-    from atommem.models.loading import load_tokenizer
-
-    tok = load_tokenizer(str(model))
-    app = FastAPI()
-
-    @app.get("/v1/models")
-    async def models():
-        return {"data": [{"id": "scripted"}]}
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        prompt = tok.decode((await request.json())["prompt"])
-        ids = tok.encode(scripted_reply(prompt), add_special_tokens=False) + [tok.eos_token_id]
-        logprobs = {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": [0.0] * len(ids)}
-        return {"choices": [{"index": 0, "text": "", "logprobs": logprobs, "finish_reason": "stop"}]}
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "scripted completions server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+def completions_url(model):
+    with scripted_completions(model) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def served(ray_local, model, scripted_completions):
+def served(ray_local, model, completions_url):
     from ray import serve
 
     from atommem.serve.app import build_app, wait_ready
 
     scripted = _cfg(16)
-    scripted.engine.kind, scripted.engine.base_url = "openai", scripted_completions
+    scripted.engine.kind, scripted.engine.base_url = "openai", completions_url
     scripted.sampling.max_tokens = 64
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(_cfg(16), str(model)), name="main", route_prefix="/", blocking=False)
     serve.run(build_app(_cfg(1), str(model)), name="tight", route_prefix="/tight", blocking=False)
