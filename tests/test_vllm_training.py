@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -77,21 +78,54 @@ def test_grpo_steps_on_vllm_stay_on_policy(trained):
     assert "dev_em" in rows[-1]  # the dev evaluation ran on the vLLM engines too
 
 
-def test_the_engine_holds_the_learners_weights(trained):
+def learner_model(trainer, model_dir):
+    """An HF model holding the learner group's current weights."""
     from atommem.models.loading import load_model
 
-    trainer, model_dir, _ = trained
     model = load_model(model_dir)
     before = {n: t.clone() for n, t in model.state_dict().items()}
     missing, unexpected = model.load_state_dict(trainer.learner.state_dict(), strict=False)
     assert missing == ["lm_head.weight"] and not unexpected  # tied: it comes with the embedding
     assert any(not (before[n] == t).all() for n, t in model.state_dict().items())  # training moved the weights
-    client = EngineClient(trainer.fleet.handles[0])
-    prompts = [[5, 9, 30], [7, 8, 41, 300]]
+    return model
+
+
+def greedy(handle, prompts):
+    client = EngineClient(handle)
 
     async def run():
         return await asyncio.gather(*(client.generate(p, SamplingParams(temperature=0.0, max_tokens=12)) for p in prompts))
 
-    for prompt, gen in zip(prompts, asyncio.run(run())):
+    return asyncio.run(run())
+
+
+PROMPTS = [[5, 9, 30], [7, 8, 41, 300]]
+
+
+def test_the_engine_holds_the_learners_weights(trained):
+    trainer, model_dir, _ = trained
+    model = learner_model(trainer, model_dir)
+    for prompt, gen in zip(PROMPTS, greedy(trainer.fleet.handles[0], PROMPTS)):
         assert gen.weight_version == STEPS
         forward_check(model, prompt, gen, greedy=True)
+
+
+def test_a_killed_engine_restarts_and_rejoins_at_the_current_weights(trained):
+    import ray
+
+    trainer, model_dir, _ = trained
+    handle = trainer.fleet.handles[0]
+    first = ray.get(handle.health.remote())
+    start = time.monotonic()
+    ray.kill(handle, no_restart=False)  # the process dies; Ray starts a new one, vLLM loads the weights on disk
+    # generate is retried on the new process, which holds it until the fleet has re-sent the current weights
+    gens = greedy(handle, PROMPTS)
+    rejoined_s = time.monotonic() - start
+    health = ray.get(handle.health.remote())
+    assert health["restarted"] and not health["needs_weights"] and health["incarnation"] != first["incarnation"]
+    assert trainer.fleet.catch_ups >= 1
+    model = learner_model(trainer, model_dir)
+    for prompt, gen in zip(PROMPTS, gens):
+        assert gen.weight_version == STEPS
+        forward_check(model, prompt, gen, greedy=True)
+    print(f"vLLM engine killed -> serving the current weights again in {rejoined_s:.1f} s")

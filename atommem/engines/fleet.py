@@ -110,10 +110,12 @@ class EngineFleet:
             if self._sync_key != key:
                 backend = "nccl" if self.cfg.learner.num_gpus > 0 else "gloo"
                 ip, port = learner.weight_sync_address()
-                world = len(self.handles) + 1
+                # a vLLM engine joins with each of its tensor-parallel workers: ranks 1 + i*tp .. (i+1)*tp
+                tp = self.cfg.engine.tensor_parallel_size if self.cfg.engine.kind == "vllm" else 1
+                world = len(self.handles) * tp + 1
                 ray.get(
                     [learner.init_weight_sender(ip, port, world, backend)]
-                    + [h.init_weight_sync.remote(ip, port, i + 1, world, backend) for i, h in enumerate(self.handles)]
+                    + [h.init_weight_sync.remote(ip, port, 1 + i * tp, world, backend) for i, h in enumerate(self.handles)]
                 )
                 self._sync_key = key
             sends = learner.broadcast_weights()
