@@ -10,14 +10,13 @@ retrieval block shown in the prompt, and answers `<final_answer> \\boxed{ value 
 (`unknown` when memory does not have it; with `answer_top_hit`, the value of the top retrieved entry
 instead, `unknown` only when nothing is retrieved). It never looks at gold answers, only at which facts matter.
 Revision samples (`data.synth.task: revisions`, whose metadata lists `revisions`) need an update instead
-of a second copy, and the agent can only address an entry it sees. So on its first reading turn the
-oracle sets a query (the first question's `entity attribute`, a read-only turn that keeps the chunk);
-the query persists while reading, so every later prompt shows the retrieved entries with their ids (all
-of them when `memory.top_k` >= `memory.max_entries`; when memory holds more than is shown it points the
-query at the needed fact's key first). For a needed fact whose key is shown it modifies the top copy
-(`<modify_memory> Memory 3: entity attribute value </modify_memory>`) and deletes any other copies (stale
-duplicates a weaker teacher left); otherwise it adds, first deleting a shown entry that no question
-needs when memory is full.
+of a second copy, and the agent can only address an entry it sees. So before writing a needed fact the
+oracle points the query at its key (`<update_query> entity attribute </update_query>`, a read-only turn
+that keeps the chunk) unless it is already there; the retrieval block then shows that key's entries
+first, with their ids, so the entry to update is the first one shown. If that entry holds the key it
+modifies it (`<modify_memory> Memory 3: entity attribute value </modify_memory>`) and deletes any other
+copies (stale duplicates a weaker teacher left); otherwise it adds, first deleting a shown entry that no
+question needs when memory is full.
 `weak_attributes` / `weak_update_p` make the teacher's mistakes belong to recognisable states: on a
 revision of one of those attributes it modifies only with probability `weak_update_p` and otherwise adds
 a stale duplicate, which the retrieval ties rank above the new value.
@@ -156,12 +155,8 @@ class OraclePolicy:
         facts = [tuple(words[i : i + 3]) for i in range(len(words) - 3) if words[i + 3] == "."]
         facts = [f for f in facts if f in known]
         relevant = [f for f in facts if (f[0], f[1]) in needed]
-        if not obs.query:
-            chain = meta["chains"][0]
-            return render_action(Read(f"{chain['entity']} {chain['path'][0]}"))
-        key = f"{relevant[0][0]} {relevant[0][1]}" if relevant else obs.query
-        if obs.query != key and len(obs.retrieved) < len(env.memory):
-            return render_action(Read(key))
+        if relevant and obs.query != f"{relevant[0][0]} {relevant[0][1]}":
+            return render_action(Read(f"{relevant[0][0]} {relevant[0][1]}"))
         actions = self._revision_write(relevant[0], env, needed) if relevant else []
         stored = {e.text for e in env.memory.entries()}
         room = (env.memory.max_entries or 1 << 30) - len(env.memory)
