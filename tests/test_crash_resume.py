@@ -5,7 +5,8 @@ new epoch), killed, resumed, killed, resumed:
 1. inside the step-2 checkpoint write (the ATOMMEM_CRASH_AT hook: every rank's files written, no manifest);
 2. from outside, as soon as the resumed run logs step 3 (wherever it then is: checkpointing, rolling out);
 3. then a torn `step-9` (a newer directory with a truncated shard, what a kill during an in-place write
-   left before atomic checkpoints) is planted before the last resume, which must finish the run.
+   left before atomic checkpoints) is planted before the last resume, which must finish the run (this one
+   through `jobs/train_grpo.py --resume`, what a cluster user resubmits).
 Every attempt at step k must draw the samples and train the weight version an uninterrupted run would:
 the data position after step k and the weights it is trained from (version k-1) are known without one.
 """
@@ -39,11 +40,14 @@ def _session_pids(sid: int) -> list[int]:
 
 
 class Run:
-    """`atommem train` in its own session (its own local Ray), output in a log file."""
+    """`atommem train` (or `jobs/train_grpo.py`, the same command as a Ray job's entry point) in its own
+    session (its own local Ray), output in a log file."""
 
-    def __init__(self, tmp: Path, overrides: list[str], name: str, resume: bool, env: dict | None = None):
+    def __init__(self, tmp: Path, overrides: list[str], name: str, resume: bool, env: dict | None = None,
+                 job: bool = False):
         self.log = tmp / f"{name}.log"
-        cmd = [sys.executable, "-m", "atommem.cli", "train", "--config", "configs/tiny_cpu.yaml"]
+        entry = ["jobs/train_grpo.py"] if job else ["-m", "atommem.cli", "train"]
+        cmd = [sys.executable, *entry, "--config", "configs/tiny_cpu.yaml"]
         cmd += [a for o in overrides for a in ("--set", o)] + (["--resume"] if resume else [])
         environ = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", CRASH_ENV)}
         with open(self.log, "w") as log:
@@ -143,7 +147,7 @@ def test_kill_9_at_several_points_and_resume_to_the_last_step(setup):
     biggest = max(files, key=files.get)
     with open(torn / biggest, "r+b") as f:
         f.truncate(files[biggest] // 2)
-    third = Run(tmp, overrides, "3-to-the-end", resume=True)
+    third = Run(tmp, overrides, "3-to-the-end", resume=True, job=True)
     assert third.wait() == 0, third.output()[-3000:]
     out = third.output()
     assert f"resumed from {newest} at step {resumed_at}" in out

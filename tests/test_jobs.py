@@ -62,6 +62,17 @@ def test_bad_override_is_a_one_line_error_naming_the_key():
     assert "Traceback" not in out.stderr
 
 
+def test_train_grpo_resume_without_a_complete_checkpoint_is_a_user_error(tmp_path):
+    """Decided before Ray or any actor starts (the full kill -9 / resume cycle is tests/test_crash_resume.py)."""
+    torn = tmp_path / "run" / "checkpoints" / "step-3"
+    torn.mkdir(parents=True)  # never finished: no manifest
+    out = _run_job("train_grpo", "--config", "configs/tiny_cpu.yaml", "--set", f"trainer.run_dir={tmp_path / 'run'}",
+                   "--resume")
+    assert out.returncode == 2, out.stderr
+    assert f"no complete checkpoint under {tmp_path / 'run' / 'checkpoints'}" in out.stderr
+    assert "step-3 (" in out.stderr and "Started a local Ray" not in out.stderr and "Traceback" not in out.stderr
+
+
 def test_missing_config_file_is_a_user_error():
     out = _run_job("collect_sft", "--config", "configs/does_not_exist.yaml")
     assert out.returncode == 2
