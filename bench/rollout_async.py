@@ -301,7 +301,8 @@ async def raw_generate_loop(llm, requests: list[tuple[list[int], SamplingParams]
 
 
 def bench_vllm(args, cfg: Config, samples) -> dict:
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep vLLM's start-up log out of the JSON on stdout
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the JSON report
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from atommem.engines.vllm import VLLMEngine
     from atommem.models.loading import load_tokenizer
     from atommem.models.tiny import ensure_model
