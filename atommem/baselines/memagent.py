@@ -2,9 +2,10 @@
 
 `MemAgentPolicy` prompts the model (baselines/prompts.py) for the new memory each chunk and for the
 answer from the memory; the workflow wraps them in `<update_memory>` / `<final_answer>`.
-`ScriptedMemAgentPolicy` needs no model (synthetic data): its memory holds at most `keep` fact lines,
-the facts the questions need so far (a 2-hop question's second fact once its friend is known) first,
-then the most recent others;
+`ScriptedMemAgentPolicy` needs no model (synthetic data): its memory holds at most `keep` fact lines
+(by default the agent's own budget, `memory.max_entries`, when the env bounds memory; else 4), the facts
+the questions need so far (a 2-hop question's second fact once its friend is known) first, then the most
+recent others;
 it answers by following the question's chain through that memory. No long-term store, no queries.
 """
 
@@ -54,17 +55,20 @@ class MemAgentPolicy:
 class ScriptedMemAgentPolicy:
     """Scripted overwrite memory of `keep` fact lines for synthetic samples; one instance per episode."""
 
-    def __init__(self, keep: int = 4, **_model_args: Any):
-        """`_model_args` (engine, tokenizer, sampling) are accepted and unused, so the registry builds all alike."""
-        if keep < 1:
+    DEFAULT_KEEP = 4  # fact lines when the env's memory is unbounded
+
+    def __init__(self, keep: int | None = None, **_model_args: Any):
+        """`keep` None: the env's `memory.max_entries` (the same budget as the agent's store), else DEFAULT_KEEP.
+        `_model_args` (engine, tokenizer, sampling) are accepted and unused, so the registry builds all alike."""
+        if keep is not None and keep < 1:
             raise UserError(f"memagent-scripted keep must be >= 1, got {keep}")
         self.keep = keep
 
-    def _rewrite(self, questions: list[str], memory: list[Fact], chunk: str) -> list[Fact]:
+    def _rewrite(self, questions: list[str], memory: list[Fact], chunk: str, keep: int) -> list[Fact]:
         facts = list(dict.fromkeys(memory + facts_in(chunk)))  # old then new, deduplicated, in order
         need = needed_pairs(questions, facts)
-        relevant = [f for f in facts if (f[0], f[1]) in need][-self.keep :]
-        room = self.keep - len(relevant)
+        relevant = [f for f in facts if (f[0], f[1]) in need][-keep:]
+        room = keep - len(relevant)
         others = [f for f in facts if (f[0], f[1]) not in need][-room:] if room else []
         kept = set(relevant) | set(others)
         return [f for f in facts if f in kept]
@@ -73,7 +77,8 @@ class ScriptedMemAgentPolicy:
         obs = env.observation
         memory = facts_in(obs.scratchpad)
         if obs.phase == "read":
-            kept = self._rewrite(obs.questions, memory, obs.chunk_text)
+            keep = self.keep or env.memory.max_entries or self.DEFAULT_KEEP
+            kept = self._rewrite(obs.questions, memory, obs.chunk_text, keep)
             text = " ; ".join(" ".join(f) for f in kept)
             return PolicyOutput(text=render_action(Scratchpad(text)) if text else "")
         return PolicyOutput(text=_answer_action(resolve(obs.questions[obs.question_index], memory)))
