@@ -214,7 +214,7 @@ class GRPOTrainer:
 
         from tqdm import tqdm
 
-        cfg, run_dir = self.cfg, Path(self.cfg.trainer.run_dir)
+        cfg = self.cfg
         bar = tqdm(total=cfg.trainer.steps, initial=self.state.step, desc="grpo")
         scaled = len(self.pool.history)
         while self.state.step < cfg.trainer.steps:
