@@ -3,16 +3,22 @@
 Reading, it stores every `subject attribute value .` fact of the chunk. Answering `attribute of subject ?`,
 it first queries memory, then boxes the value of the retrieved entry for that subject and attribute, or
 `unknown` when the retrieval block has none: an app that dropped, shared or hid memory answers differently.
-`scripted_completions(model_dir)` serves it as a vLLM-style completions server for `engine.kind: openai`.
+`scripted_completions(model_dir)` serves it as a vLLM-style completions server for `engine.kind: openai`;
+`serve_command(...)` runs `atommem serve` as a user does, in a subprocess of its own (and its own Ray).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import uvicorn
@@ -79,3 +85,38 @@ def scripted_completions(model_dir) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve_command(model_dir, sets: list[str], log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`atommem serve --checkpoint model_dir --set ...` on a free port, in its own session (its own local Ray),
+    output in `log`; yields (process, base URL) once it says it serves and /healthz answers 200, and kills
+    everything it started at the end."""
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "atommem.cli", "serve", "--checkpoint", str(model_dir), "--port", str(port),
+           *[arg for s in sets for arg in ("--set", s)]]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
+    try:
+        # Ready = the command says it serves (the replica may answer while serve.run still waits) and /healthz is up.
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200 and "serving " in log.read_text():
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield proc, url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=60)
