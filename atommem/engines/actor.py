@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+import warnings
 from typing import Any, Iterable
 
 import torch
@@ -68,7 +69,10 @@ class EngineActor:
         self.engine = make_engine(cfg, model_path, seed=seed, dtype=dtype, num_threads=max(1, int(cfg.num_cpus)))
         self.name = name
         # Ray runs __init__ again, with the first start's arguments, in the new process of a restarted actor.
-        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        # (The property reads RuntimeContext.actor_id, deprecated: a warning in every engine's log otherwise.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.incarnation = uuid.uuid4().hex  # this process: a weight-sync group is built for one set of them
         self.version = 0  # of the weights loaded (those on disk are 0); only goes forward
         self._current = asyncio.Event()  # set once the loaded weights are the run's current ones
