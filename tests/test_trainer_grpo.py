@@ -60,7 +60,10 @@ def test_training_evaluation_equals_atommem_eval_of_the_saved_model(trained):
     assert summary["episodes"] == 4
     assert (last["dev_em"], last["dev_f1"]) == (summary["em"], summary["f1"])
     # a random tiny model's action mix is the fingerprint of exactly which tokens were generated
-    assert {k[len("dev_rate_"):]: v for k, v in last.items() if k.startswith("dev_rate_")} == summary["action_rates"]
+    assert {k: last[f"dev_rate_{k}"] for k in summary["action_rates"]} == summary["action_rates"]
+    assert {(state, k): last[f"dev_rate_{state}_{k}"] for state, rates in summary["state_action_rates"].items()
+            for k in rates if k != "turns"} == {(state, k): v for state, rates in summary["state_action_rates"].items()
+                                                for k, v in rates.items() if k != "turns"}
     assert summary["action_rates"]["error"] > 0
 
 
