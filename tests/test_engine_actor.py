@@ -1,4 +1,4 @@
-"""Engine actors: the HF engine inside a Ray actor behaves like the local one, through EngineClient."""
+"""Engine actors: the HF engine inside a Ray actor behaves like the local one."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from atommem.config import EngineConfig
-from atommem.engines.actor import EngineClient, make_engine, make_engine_actor
+from atommem.engines.actor import make_engine, make_engine_actor
 from atommem.errors import EngineError
 from atommem.engines.base import SamplingParams
 from helpers_models import make_tiny_model_dir
+from weight_sync_support import sync_over_gloo
 
 pytestmark = pytest.mark.ray
 
@@ -20,20 +21,20 @@ def test_engine_actor_matches_local_engine_and_takes_weights(ray_local, tmp_path
     model_dir = make_tiny_model_dir(tmp_path)
     cfg = EngineConfig(kind="hf", num_cpus=1, max_batch_size=4, max_restarts=1)
     local = make_engine(cfg, str(model_dir))
-    client = EngineClient(make_engine_actor(cfg, str(model_dir), name="engine-test-0"))
+    actor = make_engine_actor(cfg, str(model_dir), name="engine-test-0")
     prompts = [[5, 9, 30], [7], [40, 41, 42, 43]]
     greedy = SamplingParams(temperature=0.0, max_tokens=5)
     g = torch.Generator().manual_seed(0)
     new = [(n, torch.randn(t.shape, generator=g) * 0.3) for n, t in local.model.named_parameters() if "norm" not in n]
 
     async def run():
-        remote = await asyncio.gather(*(client.generate(p, greedy) for p in prompts))
+        remote = await asyncio.gather(*(actor.generate.remote(p, greedy) for p in prompts))
         here = await asyncio.gather(*(local.generate(p, greedy) for p in prompts))
-        await client.update_weights(new, version=2)
-        await local.update_weights(new, version=2)
-        remote2 = await asyncio.gather(*(client.generate(p, greedy) for p in prompts))
+        await sync_over_gloo(actor, new, version=2)
+        local.load_weights(new, version=2)
+        remote2 = await asyncio.gather(*(actor.generate.remote(p, greedy) for p in prompts))
         here2 = await asyncio.gather(*(local.generate(p, greedy) for p in prompts))
-        return remote, here, remote2, here2, await client.health()
+        return remote, here, remote2, here2, await actor.health.remote()
 
     remote, here, remote2, here2, health = asyncio.run(run())
     assert [r.token_ids for r in remote] == [h.token_ids for h in here]

@@ -1,9 +1,8 @@
-"""HFEngine: batched decoding equals one-by-one greedy, raw logprobs, stops, weight updates and sync."""
+"""HFEngine: batched decoding equals one-by-one greedy, raw logprobs, stops, weight loading and sync."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from atommem.errors import EngineError
 from atommem.engines.base import Engine, Generation, SamplingParams
 from atommem.engines.hf import HFEngine
 from helpers_models import make_tiny_model_dir
+from weight_sync_support import sync_over_gloo
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
 
@@ -72,7 +72,7 @@ def test_serves_a_caller_that_knows_only_the_engine_protocol(engine, prompts):
     async def drive(eng: Engine):  # every call awaited with exactly the arguments `Engine` declares
         ready = await eng.health()
         before = await eng.generate(prompts[0], SamplingParams(temperature=0.0, max_tokens=5))
-        await eng.update_weights(scrambled(engine, seed=2), version=3)
+        await sync_over_gloo(eng, scrambled(engine, seed=2), version=3)
         after = await eng.generate(prompts[0], SamplingParams(temperature=0.0, max_tokens=5))
         return ready, before, after, await eng.health()
 
@@ -134,18 +134,18 @@ def test_per_request_max_tokens_and_length_finish(engine, prompts):
         assert gen.token_ids == hf_greedy(engine, prompt, cap)  # rows leaving the batch do not disturb others
 
 
-def test_update_weights_changes_outputs_and_version(engine, prompts):
+def test_load_weights_changes_outputs_and_version(engine, prompts):
     before = gather(engine, prompts[:2], GREEDY)
     assert {g.weight_version for g in before} == {1}
-    asyncio.run(engine.update_weights(scrambled(engine, seed=2), version=5))
+    engine.load_weights(scrambled(engine, seed=2), version=5)
     after = gather(engine, prompts[:2], GREEDY)
     assert {g.weight_version for g in after} == {5}
     assert [g.token_ids for g in after] != [g.token_ids for g in before]
     assert asyncio.run(engine.health())["weight_version"] == 5
     with pytest.raises(EngineError, match="unknown weight 'nope'"):
-        asyncio.run(engine.update_weights([("nope", torch.zeros(1))], version=6))
+        engine.load_weights([("nope", torch.zeros(1))], version=6)
     with pytest.raises(EngineError, match="shape"):
-        asyncio.run(engine.update_weights([("model.embed_tokens.weight", torch.zeros(2, 2))], version=6))
+        engine.load_weights([("model.embed_tokens.weight", torch.zeros(2, 2))], version=6)
     assert engine.weight_version == 5
 
 
@@ -181,28 +181,9 @@ def test_missing_model_is_an_engine_error(tmp_path):
 
 
 def test_receive_weights_from_a_gloo_sender(engine, prompts):
-    from atommem.weight_sync.base import free_port
-    from atommem.weight_sync.process_group import WeightSender
-
-    port = free_port()
     new = scrambled(engine, seed=9)
-    sent = {}
-
-    def learner():
-        sender = WeightSender("127.0.0.1", port, world_size=2, backend="gloo", timeout_s=60)
-        sent["bytes"] = sender.send(new, bucket_bytes=1 << 16)
-        sender.close()
-
-    thread = threading.Thread(target=learner)
-    thread.start()
-
-    async def run():
-        await engine.init_weight_sync("127.0.0.1", port, rank=1, world_size=2, backend="gloo")
-        return await engine.receive_weights(version=11)
-
-    report = asyncio.run(run())
-    thread.join(timeout=60)
-    assert report["version"] == 11 and report["tensors"] == len(new) and sent["bytes"] > 0
+    report = asyncio.run(sync_over_gloo(engine, new, version=11, bucket_bytes=1 << 12))  # several buckets
+    assert report["version"] == 11 and report["tensors"] == len(new)
     state = engine.model.state_dict()
     assert all(torch.equal(state[n], t) for n, t in new)
     assert gather(engine, prompts[:1], GREEDY)[0].weight_version == 11
@@ -311,7 +292,7 @@ def test_weight_update_lands_between_decode_steps(engine, prompts):
     async def run():
         first = asyncio.ensure_future(engine.generate(prompts[0], SamplingParams(temperature=0.0, max_tokens=40)))
         await until_steps(engine, 2)
-        await engine.update_weights(scrambled(engine, seed=2), version=7)
+        await sync_over_gloo(engine, scrambled(engine, seed=2), version=7)
         assert not first.done()  # the update did not wait for the running batch to finish
         second = await engine.generate(prompts[1], GREEDY)
         return await first, second

@@ -132,4 +132,6 @@ def test_http_errors_name_the_url(server_url):
         run(engine.generate([3], SamplingParams(max_tokens=2)))
     assert run(engine.health())["ready"] is False
     with pytest.raises(EngineError, match="owns its weights"):
-        run(engine.update_weights([], version=1))
+        run(engine.init_weight_sync("127.0.0.1", free_port(), rank=1, world_size=2, backend="gloo"))
+    with pytest.raises(EngineError, match="owns its weights"):
+        run(engine.receive_weights(version=1))

@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 from atommem.engines.base import SamplingParams
 from atommem.errors import EngineError
@@ -137,11 +136,6 @@ def test_sync_with_requests_in_flight_loses_none_and_mixes_no_versions(setup):
     assert any(gen.weight_version == 20 and done > pausing for gen, done in results[: len(prompts)])
     for prompt, (gen, _) in zip(prompts + prompts, results):
         forward_check(models[gen.weight_version], prompt, gen, greedy=True)
-
-
-def test_tensors_in_a_call_are_refused(setup):
-    with pytest.raises(EngineError, match="learner's broadcast group"):
-        asyncio.run(setup[0].update_weights([("model.embed_tokens.weight", torch.zeros(1))], version=1))
 
 
 def test_bad_requests_are_engine_errors(setup):

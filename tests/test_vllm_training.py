@@ -12,7 +12,6 @@ import time
 import pytest
 
 from atommem.config import load_config
-from atommem.engines.actor import EngineClient
 from atommem.engines.base import SamplingParams
 from helpers_models import TEST_SYNTH
 from vllm_support import forward_check, vllm_model_dir
@@ -91,12 +90,9 @@ def learner_model(trainer, model_dir):
 
 
 def greedy(handle, prompts):
-    client = EngineClient(handle)
+    import ray
 
-    async def run():
-        return await asyncio.gather(*(client.generate(p, SamplingParams(temperature=0.0, max_tokens=12)) for p in prompts))
-
-    return asyncio.run(run())
+    return ray.get([handle.generate.remote(p, SamplingParams(temperature=0.0, max_tokens=12)) for p in prompts])
 
 
 PROMPTS = [[5, 9, 30], [7, 8, 41, 300]]

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import uuid
 import warnings
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -91,12 +91,6 @@ class EngineActor:
         self.version = version
         self._current.set()
 
-    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        if version < self.version:
-            raise EngineError(f"weight version {version} is older than the engine's {self.version}: versions only go forward")
-        await self.engine.update_weights(list(named_tensors), version)
-        self._loaded(version)
-
     async def init_weight_sync(
         self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
     ) -> None:
@@ -153,19 +147,3 @@ def make_engine_actor(
     if name is not None:
         options["name"] = name
     return _remote_class().options(**options).remote(cfg, str(model_path), seed, dtype, name or "engine", needs_weights)
-
-
-class EngineClient:
-    """An `Engine` backed by an engine actor handle, so policies never see Ray."""
-
-    def __init__(self, handle: Any):
-        self.handle = handle
-
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        return await self.handle.generate.remote(prompt_ids, params)
-
-    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        await self.handle.update_weights.remote(list(named_tensors), version)
-
-    async def health(self) -> dict:
-        return await self.handle.health.remote()

@@ -1,11 +1,10 @@
-"""The one interface every inference backend implements (HF on CPU, vLLM on GPU, OpenAI-compatible HTTP)."""
+"""The one interface every inference backend implements (HF transformers, vLLM, an OpenAI-compatible server): what a
+policy drives (`generate`) and what the engine fleet drives (`health`, weight sync from the learner group)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, runtime_checkable
-
-import torch
+from typing import Protocol, runtime_checkable
 
 
 @dataclass
@@ -30,7 +29,11 @@ class Generation:
 class Engine(Protocol):
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation: ...
 
-    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Load new weights (names/dtypes as the HF model) and stamp later generations with `version`."""
-
     async def health(self) -> dict: ...
+
+    async def init_weight_sync(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str) -> None:
+        """Join the learner's weight-sync group (`weight_sync/`) as `rank` (with tensor parallelism, ranks
+        rank..rank+tp-1); an engine whose weights live elsewhere (a remote server) raises EngineError."""
+
+    async def receive_weights(self, version: int) -> dict:
+        """Load one broadcast of the learner's weights; later generations are stamped with `version`."""

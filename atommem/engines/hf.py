@@ -143,9 +143,6 @@ class HFEngine:
             self._driver = loop.create_task(self._drive())
         return await request.future
 
-    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.load_weights, named_tensors, version)
-
     async def health(self) -> dict:
         return {
             "kind": "hf",

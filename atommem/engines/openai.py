@@ -11,10 +11,8 @@ server owns them, so its `weight_version` is whatever the caller says it serves.
 from __future__ import annotations
 
 import re
-from typing import Iterable
 
 import httpx
-import torch
 
 from atommem.errors import EngineError
 from atommem.engines.base import Generation, SamplingParams
@@ -117,10 +115,13 @@ class OpenAIEngine:
             text=choice.get("text"),
         )
 
-    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+    async def init_weight_sync(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
         raise EngineError(
             f"the OpenAI-compatible server at {self.base_url} owns its weights; use engine.kind=vllm to train with weight sync"
         )
+
+    async def receive_weights(self, version: int) -> dict:
+        return await self.init_weight_sync("", 0, 0, 0)
 
     async def health(self) -> dict:
         try:

@@ -37,9 +37,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
-
-import torch
+from typing import Any
 
 from atommem.errors import EngineError
 from atommem.engines.base import Generation, SamplingParams
@@ -260,12 +258,6 @@ class VLLMEngine:
         return Generation(token_ids=ids, logprobs=logprobs, finish_reason=last.finish_reason, weight_version=version)
 
     # ------------------------------------------------------------------ weights
-    async def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        raise EngineError(
-            "a vLLM engine takes weights from the learner's broadcast group (init_weight_sync, then receive_weights "
-            "per sync), never as tensors in a call"
-        )
-
     async def init_weight_sync(
         self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
     ) -> None:
