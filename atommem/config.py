@@ -71,6 +71,8 @@ class SynthConfig:
     task: Literal["facts", "revisions"] = "facts"  # facts: every fact once, shuffled; revisions: asked facts restated later with new values (latest wins), one asked fact per document at most, every document exactly facts_per_chunk lines
     revised_fraction: float = 0.5  # revisions: share of asked (entity, attribute) keys restated later with a new value
     max_revisions: int = 1  # revisions: a revised key is restated 1..max_revisions times, each time with a value it never had
+    one_entity_questions: bool = False  # revisions: all questions of a sample ask about one person (different attributes)
+    entity_near_misses: bool = True  # revisions: also write the asked people's unasked facts (near misses sharing the person); false: only near misses sharing an attribute
 
 
 @dataclass

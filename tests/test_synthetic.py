@@ -153,3 +153,26 @@ def test_revisions_settings_and_default_task_unchanged():
         generate_synthetic(dataclasses.replace(REV, two_hop_fraction=0.5), 1)
     with pytest.raises(ConfigError, match="max_revisions"):
         generate_synthetic(dataclasses.replace(REV, max_revisions=0), 1)
+
+
+def test_one_entity_questions_ask_about_one_person_amid_near_misses():
+    cfg = dataclasses.replace(REV, num_attributes=4, facts_per_chunk=5, doc_num=8, one_entity_questions=True)
+    for s in generate_synthetic(cfg, 30, seed=2):
+        people = {c["entity"] for c in s.metadata["chains"]}
+        assert len(people) == 1 and len({c["path"][0] for c in s.metadata["chains"]}) == len(s.questions)
+        (person,) = people
+        asked = {c["path"][0] for c in s.metadata["chains"]}
+        lines = [f for d in s.documents for f in _lines(d)]
+        assert any(e == person and a not in asked for e, a, _ in lines)  # same person, another attribute
+        assert any(e != person and a in asked for e, a, _ in lines)  # same attribute, another person
+
+
+def test_without_entity_near_misses_the_asked_person_appears_only_in_asked_facts():
+    cfg = dataclasses.replace(REV, num_attributes=4, facts_per_chunk=5, doc_num=8, one_entity_questions=True,
+                              entity_near_misses=False)
+    for s in generate_synthetic(cfg, 30, seed=2):
+        (person,) = {c["entity"] for c in s.metadata["chains"]}
+        asked = {c["path"][0] for c in s.metadata["chains"]}
+        lines = [f for d in s.documents for f in _lines(d)]
+        assert {a for e, a, _ in lines if e == person} == asked
+        assert any(e != person and a in asked for e, a, _ in lines)  # near misses share the attribute

@@ -91,3 +91,19 @@ def test_cli_prints_parameters_and_vocab(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["path"] == str(out) and report["vocab_size"] == len(load_tokenizer(out))
     assert report["parameters"] == count_parameters(load_model(out))
+
+
+def test_revisions_corpus_makes_the_memory_action_words_single_tokens(tmp_path):
+    """The tokenizer corpus plays the oracle on the configured task: on revisions it queries, modifies and
+    reads `Memory N:` lines, so what a policy copies there (ids, the word Memory) is one token each."""
+    from atommem.models.tiny import synthetic_corpus
+
+    synth = SynthConfig(task="revisions", num_entities=3, num_attributes=3, facts_per_chunk=2, min_questions=2,
+                        max_questions=2, revised_fraction=1.0, max_revisions=2, doc_num=6, name_vocab=40)
+    corpus = synthetic_corpus(synth, episodes=8)
+    assert any(t.startswith("<update_query>") for t in corpus) and any("<modify_memory> Memory " in t for t in corpus)
+    tiny = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64, vocab_size=900)
+    tok = load_tokenizer(ensure_model(ModelConfig(path=str(tmp_path / "m"), tiny=tiny), synth))
+    pieces = tok.convert_ids_to_tokens(tok.encode("<modify_memory> Memory 3: zorp city lima </modify_memory>",
+                                                  add_special_tokens=False))
+    assert pieces[:4] == ["<modify_memory>", "ĠMemory", "Ġ3", ":"]

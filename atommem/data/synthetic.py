@@ -13,7 +13,10 @@ length can be made. Everything is seeded: the same config and seed give the same
 
 `task: revisions` (1-hop only) makes memory management decide the score: a share (`revised_fraction`) of
 the asked (entity, attribute) keys is restated later in the stream with a new value, 1..`max_revisions`
-times; the latest statement is the gold answer, so an agent must update what it stored. Every document
+times; the latest statement is the gold answer, so an agent must update what it stored. With
+`one_entity_questions` a sample's questions all ask about one person (a profile that keeps changing);
+`entity_near_misses: false` leaves out the asked people's other facts, so every near miss shares only
+the attribute (a tiny policy then tells a needed fact by its person alone). Every document
 holds exactly `facts_per_chunk` lines and at most one statement of an asked key; the other lines are near
 misses (facts of the same people nobody asks about: they share the entity or the attribute of an asked
 key), then, up to `doc_num` documents, facts about outside people. `metadata["turn_states"]` tells the
@@ -202,7 +205,11 @@ def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sam
     attributes = rng.sample(ATTRIBUTES, cfg.num_attributes)
     value = {(e, a): rng.choice(ATTRIBUTE_VALUES[a]) for e in entities for a in attributes}
     n_questions = min(rng.randint(cfg.min_questions, cfg.max_questions), len(value))
-    asked = rng.sample(sorted(value), n_questions)
+    if cfg.one_entity_questions:
+        subject = rng.choice(entities)
+        asked = [(subject, a) for a in rng.sample(attributes, min(n_questions, len(attributes)))]
+    else:
+        asked = rng.sample(sorted(value), n_questions)
 
     # Each asked key's values in stream order: the first statement, then its revisions (always a new value).
     history: dict[tuple[str, str], list[str]] = {}
@@ -217,14 +224,18 @@ def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sam
     order = [key for key in asked for _ in history[key]]
     rng.shuffle(order)
     per_doc = cfg.facts_per_chunk
-    near_miss = [[e, a, v] for (e, a), v in value.items() if (e, a) not in history]
+    asked_people = {e for e, _ in asked}
+    near_miss = [[e, a, v] for (e, a), v in value.items()
+                 if (e, a) not in history and (cfg.entity_near_misses or e not in asked_people)]
     rng.shuffle(near_miss)
     doc_num = cfg.doc_num if cfg.doc_num is not None else max(len(order), -(-(len(order) + len(near_miss)) // per_doc))
     relevant_docs = sorted(rng.sample(range(doc_num), len(order)))
     slots = doc_num * per_doc - len(order)
     distractors = near_miss[:slots]
     filler = _outside_facts(names, entities, slots - len(distractors), rng)
-    others = iter(distractors + filler)
+    others = distractors + filler
+    rng.shuffle(others)  # near misses spread over the whole stream, not only its first documents
+    others = iter(others)
     seen: dict[tuple[str, str], int] = {}
     states: list[list[str]] = []  # [line, state] for every statement of an asked key
     documents = []

@@ -100,9 +100,15 @@ def synthetic_corpus(synth_cfg: SynthConfig, episodes: int = CORPUS_EPISODES) ->
     texts: list[str] = []
     seen_system: set[str] = set()
 
+    # One document per chunk, as the demo configs read them (whitespace tokens: "Document i:", "notes i",
+    # 4 per fact line): the prompts then look like the policy's, and on the revisions task every restated
+    # fact meets its stored copy, so the corpus holds the update actions and `Memory N:` lines too.
+    doc_words = 4 + 4 * synth_cfg.facts_per_chunk
+
     async def transcribe() -> None:
         for style in ("full", "compact"):
-            env = MemoryEnv(EnvConfig(prompt_style=style, chunk_tokens=200), MemoryConfig(), HashEmbedder(dim=64))
+            env = MemoryEnv(EnvConfig(prompt_style=style, chunk_tokens=doc_words, chunk_overlap=0, max_chunks=1 << 10),
+                            MemoryConfig(), HashEmbedder(dim=64))
             for sample in samples:
                 env.reset(options={"sample": sample})
                 await play_episode(env, _TranscribingPolicy(OraclePolicy(), texts, seen_system))

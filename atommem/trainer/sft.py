@@ -37,6 +37,17 @@ def sft_data_dir(cfg: Config) -> Path:
     return Path(cfg.sft.data) if cfg.sft.data else Path(cfg.trainer.run_dir) / "sft_data"
 
 
+def oracle_teacher_kwargs(cfg: Config) -> dict:
+    """The scripted oracle teacher's settings from `sft.teacher_*` (also what the demo scores it with)."""
+    return {
+        "store_relevant_p": cfg.sft.teacher_store_relevant_p,
+        "store_distractor_p": cfg.sft.teacher_store_distractor_p,
+        "answer_top_hit": cfg.sft.teacher_answer_top_hit,
+        "weak_attributes": list(cfg.sft.teacher_weak_attributes),
+        "weak_update_p": cfg.sft.teacher_weak_update_p,
+    }
+
+
 def collect_teacher(cfg: Config) -> tuple[Path, list]:
     """Play teacher episodes over the training set; keep those with reward >= sft.min_reward.
 
@@ -58,13 +69,7 @@ def collect_teacher(cfg: Config) -> tuple[Path, list]:
         requests += make_requests(picked[start : start + len(samples)], 1, nonce=f"t{start}", seed=cfg.trainer.seed + start)
     fleet = None
     if cfg.sft.teacher == "oracle":
-        policy, kwargs = "oracle", {
-            "store_relevant_p": cfg.sft.teacher_store_relevant_p,
-            "store_distractor_p": cfg.sft.teacher_store_distractor_p,
-            "answer_top_hit": cfg.sft.teacher_answer_top_hit,
-            "weak_attributes": list(cfg.sft.teacher_weak_attributes),
-            "weak_update_p": cfg.sft.teacher_weak_update_p,
-        }
+        policy, kwargs = "oracle", oracle_teacher_kwargs(cfg)
     else:
         if cfg.engine.kind != "openai":
             raise UserError("sft.teacher: openai needs engine.kind: openai with engine.base_url of the teacher server")
