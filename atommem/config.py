@@ -124,7 +124,6 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.6  # vllm on CUDA: share of each GPU's memory vLLM takes (weights + KV cache); unused on CPU
     kv_cache_gb: Optional[float] = None  # vllm: KV cache size in GiB; None = from gpu_memory_utilization on CUDA, 1 GiB of host memory on CPU (refused when more than 80% of free memory)
     enforce_eager: bool = False  # vllm: no torch.compile / CUDA graphs: start-up ~35 s instead of ~2 min on CPU, slower steps
-    enable_sleep_mode: bool = False  # vllm on CUDA: free GPU memory while a colocated learner steps
     enable_prefix_caching: bool = True  # vllm
     base_url: Optional[str] = None  # openai: server root, e.g. http://host:8000/v1
     api_key: Optional[str] = None  # openai: bearer token (None: $OPENAI_API_KEY or none)

@@ -180,21 +180,6 @@ def _vllm_on_cpu() -> bool:
 
 
 @pytest.mark.gpu
-def test_sleep_and_wake_keep_the_weights(tmp_path):
-    from atommem.engines.vllm import VLLMEngine
-
-    engine = VLLMEngine(str(vllm_model_dir(tmp_path)), dtype="float32", enable_sleep_mode=True, gpu_memory_utilization=0.2)
-    try:
-        before = gather(engine, PROMPTS[:1], GREEDY)[0].token_ids
-        asyncio.run(engine.sleep(1))
-        assert not asyncio.run(engine.health())["ready"]
-        asyncio.run(engine.wake_up())
-        assert gather(engine, PROMPTS[:1], GREEDY)[0].token_ids == before
-    finally:
-        engine.close()
-
-
-@pytest.mark.gpu
 def test_sync_over_nccl_gives_the_learners_tokens(tmp_path):
     """The CUDA path: the learner's NCCL group, vLLM's workers receiving on their GPU."""
     from atommem.engines.vllm import VLLMEngine

@@ -5,7 +5,6 @@ learner's weights: its greedy tokens and logprobs are an HF forward pass of the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 

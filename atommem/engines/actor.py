@@ -44,7 +44,6 @@ def make_engine(
             kv_cache_gb=cfg.kv_cache_gb,
             enforce_eager=cfg.enforce_eager,
             max_num_seqs=cfg.max_batch_size,
-            enable_sleep_mode=cfg.enable_sleep_mode,
             enable_prefix_caching=cfg.enable_prefix_caching,
             dtype=dtype,
             seed=seed,
@@ -94,12 +93,12 @@ class EngineActor:
     async def init_weight_sync(
         self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
     ) -> None:
-        await self._require("init_weight_sync")(master_addr, master_port, rank, world_size, backend)
+        await self.engine.init_weight_sync(master_addr, master_port, rank, world_size, backend)
 
     async def receive_weights(self, version: int) -> dict:
         """One broadcast from the learner (the fleet keeps versions going forward: a receiver that refused
         to take part would stall the sender)."""
-        out = await self._require("receive_weights")(version)
+        out = await self.engine.receive_weights(version)
         self._loaded(version)
         return out
 
@@ -107,21 +106,9 @@ class EngineActor:
         """The fleet's word that the weights loaded from disk are still the run's (no sync happened yet)."""
         self._current.set()
 
-    async def sleep(self, level: int = 1) -> None:
-        await self._require("sleep")(level)
-
-    async def wake_up(self) -> None:
-        await self._require("wake_up")()
-
     async def health(self) -> dict:
         return {**await self.engine.health(), "restarted": self.restarted, "needs_weights": not self._current.is_set(),
                 "incarnation": self.incarnation}
-
-    def _require(self, method: str):
-        fn = getattr(self.engine, method, None)
-        if fn is None:
-            raise EngineError(f"{type(self.engine).__name__} does not support {method}")
-        return fn
 
 
 @functools.cache

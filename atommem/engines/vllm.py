@@ -125,7 +125,6 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.6,
         kv_cache_gb: float | None = None,
-        enable_sleep_mode: bool = False,
         enable_prefix_caching: bool = True,
         dtype: str = "bfloat16",
         seed: int = 0,
@@ -146,15 +145,12 @@ class VLLMEngine:
         except UserError as exc:
             raise EngineError(f"vLLM engine cannot load its model: {exc}") from None
         self.on_cpu = current_platform.device_type == "cpu"
-        if self.on_cpu and enable_sleep_mode:
-            raise EngineError("engine.enable_sleep_mode needs vLLM on CUDA (vLLM on CPU cannot sleep); set it to false")
         if not 0 < gpu_memory_utilization <= 1:
             raise EngineError(f"engine.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         kwargs: dict[str, Any] = dict(
             model=str(model_path),
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
-            enable_sleep_mode=enable_sleep_mode,
             enable_prefix_caching=enable_prefix_caching,
             dtype=dtype,
             seed=seed,
@@ -175,7 +171,6 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         self._vllm = vllm
         self.model_path = str(model_path)
-        self.enable_sleep_mode = enable_sleep_mode
         self.tensor_parallel_size = tensor_parallel_size
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine-loop", daemon=True)
@@ -197,7 +192,6 @@ class VLLMEngine:
         self._ids = itertools.count()
         self._in_flight = 0  # requests submitted and not finished
         self._decoding = 0  # of those, the ones vLLM has started to answer
-        self._sleeping = False
         self._syncing = False
         self.stats = {"requests": 0, "generated_tokens": 0, "prompt_tokens": 0}
 
@@ -215,8 +209,6 @@ class VLLMEngine:
 
         if not prompt_ids:
             raise EngineError("generate needs a non-empty prompt")
-        if self._sleeping:
-            raise EngineError(f"vLLM engine for {self.model_path} is asleep; call wake_up() first")
         ids: list[int] = []
         logprobs: list[float] = []
         last = None
@@ -294,26 +286,11 @@ class VLLMEngine:
         counts = await self.engine.collective_rpc("atommem_last_update_tensors")
         return {"version": version, "tensors": int(counts[0]), "seconds": time.perf_counter() - start}
 
-    # ------------------------------------------------------------------ memory
-    async def sleep(self, level: int = 1) -> None:
-        """Free GPU memory (level 1: offload weights, drop KV cache) while a colocated learner steps."""
-        if not self.enable_sleep_mode:
-            raise EngineError("sleep needs engine.enable_sleep_mode: true")
-        await self.on_engine_loop(self.engine.sleep(level))
-        self._sleeping = True
-
-    async def wake_up(self) -> None:
-        if not self.enable_sleep_mode:
-            raise EngineError("wake_up needs engine.enable_sleep_mode: true")
-        await self.on_engine_loop(self.engine.wake_up())
-        self._sleeping = False
-
     async def health(self) -> dict:
         return {
             "kind": "vllm",
             "platform": "cpu" if self.on_cpu else "cuda",
-            "ready": not self.engine.errored and not self._sleeping,
-            "sleeping": self._sleeping,
+            "ready": not self.engine.errored,
             "syncing": self._syncing,
             "model_path": self.model_path,
             "weight_version": self.weight_version,
