@@ -1,4 +1,4 @@
-"""Baselines over the same MemoryEnv, data, engine and reward (SPEC §8), registered as policies.
+"""Baselines over the same MemoryEnv, data, engine and reward, registered as policies.
 
 Model-driven (need engine, tokenizer, sampling): "memagent", "rag", "truncate".
 Scripted, no model, synthetic data only (so the comparison runs on CPU without a trained model):

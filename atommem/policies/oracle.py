@@ -21,7 +21,7 @@ question needs when memory is full.
 revision of one of those attributes it modifies only with probability `weak_update_p` and otherwise adds
 a stale duplicate, which the retrieval ties rank above the new value.
 A weak teacher (p < 1) is on purpose: its most likely decision is then wrong somewhere, which leaves
-reinforcement learning something to improve (SPEC §5). `answer_top_hit` is for such a teacher: with
+reinforcement learning something to improve. `answer_top_hit` is for such a teacher: with
 `unknown` for most questions an imitator learns to say `unknown` even when memory has the fact, while
 "copy the top entry's value" is one skill a tiny model picks up fast and is right whenever the fact was stored.
 """
