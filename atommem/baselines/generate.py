@@ -1,11 +1,13 @@
-"""One engine call of a model-driven baseline: chat messages in, response text and token ids out."""
+"""One engine call of a model-driven baseline (chat messages in, response text and token ids out), and the
+`<final_answer>` every baseline workflow wraps its answer in."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
 
-from atommem.actions import extract_boxed
+from atommem.actions import Answer, extract_boxed, render_action
+from atommem.data.synthetic import UNKNOWN
 from atommem.errors import UserError
 from atommem.policies.base import PolicyOutput
 
@@ -54,3 +56,17 @@ def answer_of(text: str) -> str:
         if line:
             return line
     return ""
+
+
+def answer_action(answer: str) -> str:
+    """The workflow's `<final_answer>` for `answer` (`unknown` when empty)."""
+    answer = answer or UNKNOWN
+    return render_action(Answer(f"\\boxed{{{answer}}}", answer))
+
+
+async def generate_answer(engine: Any, tokenizer: Any, sampling: "SamplingParams", messages: list[dict]) -> PolicyOutput:
+    """Ask the model; the workflow answers with what it said, as a well-formed `<final_answer>` whatever it wrote."""
+    out = await generate(engine, tokenizer, sampling, messages)
+    out.text = answer_action(strip_tags(answer_of(out.text)))
+    out.complete = True
+    return out

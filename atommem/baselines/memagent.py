@@ -13,20 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from atommem.actions import Answer, Scratchpad, render_action
+from atommem.actions import Scratchpad, render_action
 from atommem.baselines import prompts
-from atommem.baselines.facts import UNKNOWN, Fact, facts_in, needed_pairs, resolve
-from atommem.baselines.generate import answer_of, check_model_args, generate, strip_tags
+from atommem.baselines.facts import Fact, facts_in, needed_pairs, resolve
+from atommem.baselines.generate import answer_action, check_model_args, generate, generate_answer, strip_tags
 from atommem.errors import UserError
 from atommem.policies.base import PolicyOutput
 
 if TYPE_CHECKING:
     from atommem.env.memory_env import MemoryEnv
-
-
-def _answer_action(answer: str) -> str:
-    answer = answer or UNKNOWN
-    return render_action(Answer(f"\\boxed{{{answer}}}", answer))
 
 
 class MemAgentPolicy:
@@ -38,16 +33,14 @@ class MemAgentPolicy:
 
     async def act(self, env: "MemoryEnv") -> PolicyOutput:
         obs = env.observation
-        if obs.phase == "read":
-            messages = prompts.memagent_read(obs.questions, obs.scratchpad, obs.chunk_text)
-            out = await generate(self._engine, self._tokenizer, self._sampling, messages)
-            memory = strip_tags(out.text)
-            # an empty rewrite keeps the old memory: a turn with no action just advances the chunk
-            out.text = render_action(Scratchpad(memory)) if memory else ""
-        else:
+        if obs.phase != "read":
             messages = prompts.memagent_answer(obs.questions[obs.question_index], obs.scratchpad)
-            out = await generate(self._engine, self._tokenizer, self._sampling, messages)
-            out.text = _answer_action(strip_tags(answer_of(out.text)))
+            return await generate_answer(self._engine, self._tokenizer, self._sampling, messages)
+        messages = prompts.memagent_read(obs.questions, obs.scratchpad, obs.chunk_text)
+        out = await generate(self._engine, self._tokenizer, self._sampling, messages)
+        memory = strip_tags(out.text)
+        # an empty rewrite keeps the old memory: a turn with no action just advances the chunk
+        out.text = render_action(Scratchpad(memory)) if memory else ""
         out.complete = True  # the workflow's action is well-formed whatever the model wrote
         return out
 
@@ -81,4 +74,4 @@ class ScriptedMemAgentPolicy:
             kept = self._rewrite(obs.questions, memory, obs.chunk_text, keep)
             text = " ; ".join(" ".join(f) for f in kept)
             return PolicyOutput(text=render_action(Scratchpad(text)) if text else "")
-        return PolicyOutput(text=_answer_action(resolve(obs.questions[obs.question_index], memory)))
+        return PolicyOutput(text=answer_action(resolve(obs.questions[obs.question_index], memory)))

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from atommem.actions import Create, Read, render_action
 from atommem.baselines import prompts
 from atommem.baselines.facts import facts_in, resolve
-from atommem.baselines.generate import answer_of, check_model_args, generate, strip_tags
-from atommem.baselines.memagent import _answer_action
+from atommem.baselines.generate import answer_action, check_model_args, generate_answer, strip_tags
 from atommem.errors import UserError
 from atommem.policies.base import PolicyOutput
 
@@ -85,10 +84,7 @@ class RAGPolicy(_RAGWorkflow):
     async def _answer(self, env: "MemoryEnv") -> PolicyOutput:
         obs = env.observation
         messages = prompts.rag_answer(obs.questions[obs.question_index], obs.retrieved_text)
-        out = await generate(self._engine, self._tokenizer, self._sampling, messages)
-        out.text = _answer_action(strip_tags(answer_of(out.text)))
-        out.complete = True
-        return out
+        return await generate_answer(self._engine, self._tokenizer, self._sampling, messages)
 
 
 class ScriptedRAGPolicy(_RAGWorkflow):
@@ -100,4 +96,4 @@ class ScriptedRAGPolicy(_RAGWorkflow):
 
     async def _answer(self, env: "MemoryEnv") -> PolicyOutput:
         obs = env.observation
-        return PolicyOutput(text=_answer_action(resolve(obs.questions[obs.question_index], facts_in(obs.retrieved_text))))
+        return PolicyOutput(text=answer_action(resolve(obs.questions[obs.question_index], facts_in(obs.retrieved_text))))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from atommem.actions import Create, Read, render_action
 from atommem.baselines.facts import UNKNOWN, facts_in, question_path
-from atommem.baselines.memagent import _answer_action
+from atommem.baselines.generate import answer_action
 from atommem.policies.base import PolicyOutput
 
 if TYPE_CHECKING:
@@ -33,10 +33,10 @@ class ScriptedStoreEverythingPolicy:
             return PolicyOutput(text=" ".join(render_action(Create(" ".join(f))) for f in facts_in(obs.chunk_text)))
         parsed = question_path(obs.questions[obs.question_index])
         if parsed is None:
-            return PolicyOutput(text=_answer_action(UNKNOWN))
+            return PolicyOutput(text=answer_action(UNKNOWN))
         entity, path = parsed
         key = f"{entity} {path[-1]}"
         if obs.query != key:
             return PolicyOutput(text=render_action(Read(key)))
         top = next((line.partition(": ")[2].split() for line in obs.retrieved_text.splitlines()), [])
-        return PolicyOutput(text=_answer_action(top[-1] if top else UNKNOWN))
+        return PolicyOutput(text=answer_action(top[-1] if top else UNKNOWN))

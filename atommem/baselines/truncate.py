@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from atommem.baselines import prompts
 from atommem.baselines.facts import facts_in, resolve
-from atommem.baselines.generate import answer_of, check_model_args, generate, strip_tags
-from atommem.baselines.memagent import _answer_action
+from atommem.baselines.generate import answer_action, check_model_args, generate_answer
 from atommem.env.chunking import detokenize, middle_truncate, render_context, tokenize
 from atommem.errors import UserError
 from atommem.policies.base import PolicyOutput
@@ -55,10 +54,7 @@ class TruncatePolicy(_TruncateWorkflow):
         if obs.phase == "read":
             return PolicyOutput(text="")
         messages = prompts.truncate_answer(obs.questions[obs.question_index], self.context(env, self._tokenizer))
-        out = await generate(self._engine, self._tokenizer, self._sampling, messages)
-        out.text = _answer_action(strip_tags(answer_of(out.text)))
-        out.complete = True
-        return out
+        return await generate_answer(self._engine, self._tokenizer, self._sampling, messages)
 
 
 class ScriptedTruncatePolicy(_TruncateWorkflow):
@@ -73,4 +69,4 @@ class ScriptedTruncatePolicy(_TruncateWorkflow):
         if obs.phase == "read":
             return PolicyOutput(text="")
         facts = facts_in(self.context(env, None))
-        return PolicyOutput(text=_answer_action(resolve(obs.questions[obs.question_index], facts)))
+        return PolicyOutput(text=answer_action(resolve(obs.questions[obs.question_index], facts)))
