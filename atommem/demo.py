@@ -1,12 +1,14 @@
 """`make demo`: the embedded default, a tiny end-to-end SFT -> GRPO -> eval run on local Ray and CPU.
 
 1. synthesise train/dev data and build the tiny tokenizer + model;
-2. a deliberately weak oracle teacher plays episodes (it stores a needed fact with p < 0.5, so a greedy
-   imitator skips it: reinforcement learning then has a decision to improve);
+2. a deliberately weak oracle teacher plays episodes (its most likely operation is wrong in recognisable
+   states, e.g. it adds a stale duplicate on revisions of some attributes: reinforcement learning then has
+   a decision to improve);
 3. SFT on its trajectories on the learner group;
 4. GRPO from the SFT model (rollouts on Ray, DeepSpeed learner, weight broadcast), dev curve on the way;
 5. the control: SFT trained on from the same checkpoint for GRPO's wall time;
-6. greedy dev evaluation of all three on the same episodes, paired bootstrap by episode, report + plots.
+6. greedy dev evaluation of all three on the same episodes, the scripted workflows and the teacher on
+   them too, paired bootstrap by episode, report + plots (action rates per turn state included).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from atommem.config import Config, load_config, save_config
 from atommem.tracking import RunLogger, plot_series, read_metrics
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+# the fixed workflows GRPO must beat (the oracle is scored too, as the upper bound, but is no baseline)
+SCRIPTED_BASELINES = ("memagent-scripted", "rag-scripted", "truncate-scripted", "store-everything-scripted")
 
 
 def _with(cfg: Config, **sections) -> Config:
@@ -36,12 +40,12 @@ def _rates(ev) -> dict:
 
 
 def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides: tuple[str, ...] = ()) -> Path:
-    from atommem.eval.evaluate import evaluate_policies
+    from atommem.eval.evaluate import evaluate_policies, evaluation_runners, run_eval
     from atommem.eval.scores import paired_bootstrap_diff
     from atommem.runtime import init_ray
     from atommem.trainer.grpo import GRPOTrainer, eval_record
     from atommem.trainer.inputs import dev_samples, model_path_of
-    from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher
+    from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher, oracle_teacher_kwargs
 
     t_start = time.monotonic()
     run_dir = Path(run_dir)
@@ -111,10 +115,23 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     (ev_ctrl,) = evaluate_policies(cfg, str(ctrl_model), dev, ["atommem"], tag="control", progress=False)
     lap("control", t0)
 
+    # The scripted workflows, the oracle and the teacher on the same dev episodes: no model, they play in
+    # this process, chunked by the policy's tokenizer exactly as the model's episodes are.
+    t0 = time.monotonic()
+    scripted = evaluate_policies(cfg, base_model, dev, [*SCRIPTED_BASELINES, "oracle"], tag="baselines", progress=False)
+    ev_teacher = None
+    if cfg.sft.teacher == "oracle":
+        with evaluation_runners(cfg, "oracle", base_model, policy_kwargs=oracle_teacher_kwargs(cfg)) as runners:
+            ev_teacher = run_eval(runners, cfg, dev, "teacher", tag="teacher")
+    lap("baselines", t0)
+    best = max((r for r in scripted if r.policy in SCRIPTED_BASELINES), key=lambda r: r.em)
+
     a, b, c = ev_sft.correct_by_episode(), ev_grpo.correct_by_episode(), ev_ctrl.correct_by_episode()
     n_questions = ev_sft.summary["questions"]
     d_sft, lo_sft, hi_sft = paired_bootstrap_diff(b, a, seed=cfg.trainer.seed)
     d_ctrl, lo_ctrl, hi_ctrl = paired_bootstrap_diff(b, c, seed=cfg.trainer.seed)
+    d_base, lo_base, hi_base = paired_bootstrap_diff(b, best.correct_by_episode(), seed=cfg.trainer.seed)
+    named = {"teacher": ev_teacher, "sft": ev_sft, "grpo": ev_grpo, "sft_control": ev_ctrl}
     report = {
         "seed": cfg.trainer.seed,
         "dev_questions": n_questions,
@@ -122,7 +139,12 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "em": {"sft": ev_sft.em, "grpo": ev_grpo.em, "sft_control": ev_ctrl.em},
         "grpo_minus_sft": {"diff": d_sft, "ci95": [lo_sft, hi_sft]},
         "grpo_minus_control": {"diff": d_ctrl, "ci95": [lo_ctrl, hi_ctrl]},
+        "grpo_minus_best_baseline": {"policy": best.policy, "diff": d_base, "ci95": [lo_base, hi_base]},
+        "scripted_em": {r.policy: r.em for r in scripted},
+        "teacher_em": ev_teacher.em if ev_teacher is not None else None,
         "action_rates": {"sft": _rates(ev_sft), "grpo": _rates(ev_grpo), "sft_control": _rates(ev_ctrl)},
+        # operations per turn of each turn state (revision / relevant / distractor / answer on the revisions task)
+        "state_action_rates": {k: ev.summary["state_action_rates"] for k, ev in named.items() if ev is not None},
         # Sampled (temperature 1) EM of the rollouts: at step 1 it is the SFT policy's own, which is the
         # signal GRPO starts from even where greedy SFT scores nothing.
         "rollout_em": _rollout_em(run_dir),
@@ -141,7 +163,14 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
           f"(n={n_questions} questions, 95% CI of diff {_ci(lo_sft, hi_sft)})")
     print(f"dev EM: SFT trained on for the same time {ev_ctrl.em:.3f} "
           f"(GRPO - control {d_ctrl:+.3f}, 95% CI {_ci(lo_ctrl, hi_ctrl)})")
+    print(f"dev EM: best scripted baseline {best.policy} {best.em:.3f} "
+          f"(GRPO - baseline {d_base:+.3f}, 95% CI {_ci(lo_base, hi_base)})")
     return run_dir / "report.md"
+
+
+# (state, kind) series of the GRPO rollouts plotted over steps: where the paper's direction should show
+_STATE_SERIES = (("revision", "update"), ("revision", "create"), ("revision", "delete"), ("relevant", "create"),
+                 ("distractor", "create"))
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -154,15 +183,22 @@ def _rollout_em(run_dir: Path) -> dict:
 
 
 def _write_report(run_dir: Path, report: dict) -> None:
+    from atommem.eval.report import plot_state_rates, state_rates_table
+
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     rows = read_metrics(run_dir / "metrics.jsonl")
+    by_state = report["state_action_rates"]
     plots = [
         plot_series(rows, ["reward_mean", "em"], run_dir / "grpo_reward.png", "GRPO rollouts: reward and EM per step", phase="grpo"),
         plot_series(rows, ["dev_em"], run_dir / "dev_em_curve.png", "Dev EM (greedy) during GRPO", phase="grpo"),
         plot_series(rows, ["rate_create", "rate_read", "rate_update", "rate_delete", "rate_answer", "rate_error"],
                     run_dir / "action_rates.png", "Action rates per turn (GRPO rollouts)", phase="grpo"),
         plot_series(rows, ["loss"], run_dir / "sft_loss.png", "SFT loss", phase="sft"),
+        plot_state_rates(by_state, run_dir / "state_rates.png", title="Operations per turn by turn state (dev, greedy)"),
+        plot_series(rows, [f"rate_{st}_{k}" for st, k in _STATE_SERIES], run_dir / "grpo_state_rates.png",
+                    "GRPO rollouts: operations per turn of a turn state", phase="grpo"),
     ]
+    base = report["grpo_minus_best_baseline"]
     em = report["em"]
     rates = report["action_rates"]
     kinds = sorted(set(rates["sft"]) | set(rates["grpo"]))
@@ -179,7 +215,15 @@ def _write_report(run_dir: Path, report: dict) -> None:
         "",
         f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_sft']['ci95'])}",
         f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_control']['ci95'])}",
+        f"GRPO - best scripted baseline ({base['policy']}): {base['diff']:+.3f}, 95% CI {_ci(*base['ci95'])}",
         "(paired bootstrap, resampling episodes)",
+        "",
+        "## Scripted workflows and the teacher on the same dev episodes",
+        "",
+        "| policy | dev EM |",
+        "|---|---|",
+        *[f"| {name} | {value:.3f} |" for name, value in report["scripted_em"].items()],
+        *([f"| teacher (scripted, the SFT data's source) | {report['teacher_em']:.3f} |"] if report["teacher_em"] is not None else []),
         "",
         *([f"GRPO rollouts (sampled, temperature {report['rollout_temperature']}): EM {report['rollout_em']['first_step']:.3f} "
            f"at step 1 (the SFT policy) -> {report['rollout_em']['last_step']:.3f} at step {report['grpo_steps']}"]
@@ -190,6 +234,10 @@ def _write_report(run_dir: Path, report: dict) -> None:
         "| action | SFT | GRPO | control |",
         "|---|---|---|---|",
         *[f"| {k} | {rates['sft'].get(k, 0):.3f} | {rates['grpo'].get(k, 0):.3f} | {rates['sft_control'].get(k, 0):.3f} |" for k in kinds],
+        "",
+        "## Action rates by turn state (ops per turn of that state, dev, greedy)",
+        "",
+        state_rates_table(by_state),
         "",
         "## Timings (s)",
         "",

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from atommem.demo import run_demo
+from atommem.demo import SCRIPTED_BASELINES, run_demo
 
 
 @pytest.fixture
@@ -48,6 +48,17 @@ def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray
     lo, hi = report["grpo_minus_sft"]["ci95"]
     assert lo <= report["grpo_minus_sft"]["diff"] <= hi and (float(first[4]), float(first[5])) == (round(lo, 3), round(hi, 3))
     assert float(second[1]) == round(em["sft_control"], 3)
+    third = re.search(r"^dev EM: best scripted baseline (\S+) (\d\.\d{3}) \(GRPO - baseline ([-+]\d\.\d{3}), 95% CI \[([-+]\d\.\d{3}), ([-+]\d\.\d{3})\]\)$", out, re.M)
+    assert third, out
+    scripted = report["scripted_em"]
+    assert set(scripted) == {*SCRIPTED_BASELINES, "oracle"} and third[1] in SCRIPTED_BASELINES
+    assert float(third[2]) == round(scripted[third[1]], 3) == round(max(scripted[p] for p in SCRIPTED_BASELINES), 3)
+    base = report["grpo_minus_best_baseline"]
+    assert base["policy"] == third[1] and float(third[3]) == round(base["diff"], 3)
+    assert 0.0 <= report["teacher_em"] <= 1.0
+    # per-state rates of every scored model, in the report and its plot
+    assert set(report["state_action_rates"]) == {"teacher", "sft", "grpo", "sft_control"}
+    assert {"revision", "answer"} <= set(report["state_action_rates"]["teacher"])
     assert {"sft", "grpo", "sft_control"} == set(report["action_rates"])
 
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -59,7 +70,8 @@ def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray
     md = report_path.read_text()
     assert f"EM {grpo_row['em']:.3f} at step 1 (the SFT policy)" in md and f"95% CI [{lo:+.3f}, {hi:+.3f}]" in md
     assert {"sft", "grpo", "sft_control"} <= phases
-    for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "config.yaml"):
+    assert "## Action rates by turn state" in md and "| revision | update |" in md
+    for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "state_rates.png", "config.yaml"):
         assert (run / name).is_file(), name
     for model in ("sft/model", "grpo/model", "sft_control/model"):
         assert (run / model / "config.json").is_file(), model
