@@ -49,6 +49,15 @@ def test_command_help_lists_config_and_set(name, capsys):
     assert ("--resume" in text) == (name == "train")
 
 
+
+def test_eval_help_names_every_registered_policy(capsys):
+    from atommem.baselines import BASELINES
+
+    with pytest.raises(SystemExit):
+        run_command("eval", ["--help"])
+    listed = "".join(capsys.readouterr().out.split()).split("comma-separated:")[1].split("--out")[0]
+    assert set(listed.split(",")) == {"atommem", "oracle", *BASELINES}
+
 def test_job_file_help_runs():
     out = _run_job("train_grpo", "--help")
     assert out.returncode == 0, out.stderr

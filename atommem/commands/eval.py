@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from atommem.baselines import BASELINES
 from atommem.commands.options import add_config_options, config_of
 
 
@@ -14,7 +15,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--checkpoint", default=None, help="HF model dir of the policy (needed by model-driven policies)")
     p.add_argument("--data", default=None, help="dataset dir/file (default: data.dev of the config)")
     p.add_argument("--policies", default=None,
-                   help="comma-separated: atommem,memagent,rag,truncate,oracle,memagent-scripted,rag-scripted,truncate-scripted")
+                   help="comma-separated: " + ",".join(["atommem", "oracle", *BASELINES]))
     p.add_argument("--out", default=None, help="report dir (default: eval.out or <run_dir>/eval)")
     args = p.parse_args(argv)
     cfg = config_of(args)
