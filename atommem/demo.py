@@ -18,13 +18,14 @@ import json
 import time
 from pathlib import Path
 
-
+from atommem.baselines import BASELINES, SCRIPTED
 from atommem.config import Config, load_config, save_config
 from atommem.tracking import RunLogger, plot_series, read_metrics
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
-# the fixed workflows GRPO must beat (the oracle is scored too, as the upper bound, but is no baseline)
-SCRIPTED_BASELINES = ("memagent-scripted", "rag-scripted", "truncate-scripted", "store-everything-scripted")
+# the fixed workflows GRPO must beat: every scripted baseline of the registry (the oracle is scored too, as
+# the upper bound, but is no baseline)
+SCRIPTED_BASELINES = tuple(name for name in BASELINES if name in SCRIPTED)
 
 
 def _with(cfg: Config, **sections) -> Config:

@@ -115,13 +115,16 @@ class OpenAIEngine:
             text=choice.get("text"),
         )
 
-    async def init_weight_sync(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
-        raise EngineError(
+    def _owns_its_weights(self) -> EngineError:
+        return EngineError(
             f"the OpenAI-compatible server at {self.base_url} owns its weights; use engine.kind=vllm to train with weight sync"
         )
 
+    async def init_weight_sync(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
+        raise self._owns_its_weights()
+
     async def receive_weights(self, version: int) -> dict:
-        return await self.init_weight_sync("", 0, 0, 0)
+        raise self._owns_its_weights()
 
     async def health(self) -> dict:
         try:
