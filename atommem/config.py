@@ -73,6 +73,7 @@ class SynthConfig:
     max_revisions: int = 1  # revisions: a revised key is restated 1..max_revisions times, each time with a value it never had
     one_entity_questions: bool = False  # revisions: all questions of a sample ask about one person (different attributes)
     entity_near_misses: bool = True  # revisions: also write the asked people's unasked facts (near misses sharing the person); false: only near misses sharing an attribute
+    subject: Optional[str] = None  # revisions with one_entity_questions: the person asked about is always this word (e.g. "user": an assistant's memory of its user, as in LongMemEval); None: a random invented name
 
 
 @dataclass

@@ -176,3 +176,21 @@ def test_without_entity_near_misses_the_asked_person_appears_only_in_asked_facts
         lines = [f for d in s.documents for f in _lines(d)]
         assert {a for e, a, _ in lines if e == person} == asked
         assert any(e != person and a in asked for e, a, _ in lines)  # near misses share the attribute
+
+
+def test_a_fixed_subject_is_the_person_every_question_asks_about():
+    cfg = dataclasses.replace(REV, num_attributes=4, facts_per_chunk=5, doc_num=8, one_entity_questions=True,
+                              entity_near_misses=False, subject="user")
+    samples = generate_synthetic(cfg, 30, seed=2)
+    for s in samples:
+        assert {c["entity"] for c in s.metadata["chains"]} == {"user"}
+        assert all(q.question.endswith(" of user ?") for q in s.questions)
+        assert s.metadata["entities"][0] == "user" and "user" not in s.metadata["entities"][1:]
+        lines = [f for d in s.documents for f in _lines(d)]
+        assert any(e != "user" and a in {c["path"][0] for c in s.metadata["chains"]} for e, a, _ in lines)
+    assert len({tuple(s.metadata["entities"][1:]) for s in samples}) > 1  # the other people still vary
+    assert "user" in synthetic_vocabulary(cfg)
+    with pytest.raises(ConfigError, match="one_entity_questions"):
+        generate_synthetic(dataclasses.replace(cfg, one_entity_questions=False), 1)
+    with pytest.raises(ConfigError, match="subject 'city'"):
+        generate_synthetic(dataclasses.replace(cfg, subject="city"), 1)

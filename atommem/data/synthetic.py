@@ -16,7 +16,9 @@ the asked (entity, attribute) keys is restated later in the stream with a new va
 times; the latest statement is the gold answer, so an agent must update what it stored. With
 `one_entity_questions` a sample's questions all ask about one person (a profile that keeps changing);
 `entity_near_misses: false` leaves out the asked people's other facts, so every near miss shares only
-the attribute (a tiny policy then tells a needed fact by its person alone). Every document
+the attribute (a tiny policy then tells a needed fact by its person alone). `subject` fixes who is asked
+about (say "user": the assistant's memory of its own user, whose profile keeps changing, among facts about
+other people); the other people stay invented names. Every document
 holds exactly `facts_per_chunk` lines and at most one statement of an asked key; the other lines are near
 misses (facts of the same people nobody asks about: they share the entity or the attribute of an asked
 key), then, up to `doc_num` documents, facts about outside people. `metadata["turn_states"]` tells the
@@ -56,9 +58,13 @@ _CODAS = ("", "k", "m", "n", "p", "r", "s", "t", "x")
 _NAME_POOL_SEED = 20260108  # fixed: the name pool depends on `name_vocab` only, never on the data seed
 
 
+def _reserved_words() -> set[str]:
+    return set(FIXED_WORDS) | set(ATTRIBUTES) | {v for vals in ATTRIBUTE_VALUES.values() for v in vals}
+
+
 def name_pool(size: int) -> list[str]:
     """`size` invented lowercase names (CV-CV[C] syllables), deterministic and disjoint from the fixed words."""
-    reserved = set(FIXED_WORDS) | set(ATTRIBUTES) | {v for vals in ATTRIBUTE_VALUES.values() for v in vals}
+    reserved = _reserved_words()
     candidates = [
         o1 + v1 + o2 + v2 + c
         for o1, v1, o2, v2, c in itertools.product(_ONSETS, _VOWELS, _ONSETS, _VOWELS, _CODAS)
@@ -71,7 +77,7 @@ def name_pool(size: int) -> list[str]:
 
 def synthetic_vocabulary(cfg: SynthConfig) -> list[str]:
     """Every word the generator can emit: names, attributes, values and fixed words (sorted, unique)."""
-    words = set(name_pool(cfg.name_vocab)) | set(ATTRIBUTES) | set(FIXED_WORDS)
+    words = set(name_pool(cfg.name_vocab)) | set(ATTRIBUTES) | set(FIXED_WORDS) | ({cfg.subject} if cfg.subject else set())
     words |= {v for vals in ATTRIBUTE_VALUES.values() for v in vals}
     return sorted(words)
 
@@ -105,6 +111,10 @@ def _check(cfg: SynthConfig) -> None:
             raise ConfigError(f"data.synth.revised_fraction must be in [0, 1], got {cfg.revised_fraction}")
         if cfg.max_revisions < 1:
             raise ConfigError(f"data.synth.max_revisions must be >= 1, got {cfg.max_revisions}")
+        if cfg.subject is not None and not cfg.one_entity_questions:
+            raise ConfigError("data.synth.subject needs one_entity_questions: true (the subject is the one person asked about)")
+        if cfg.subject is not None and (not cfg.subject.isalpha() or cfg.subject in _reserved_words()):
+            raise ConfigError(f"data.synth.subject {cfg.subject!r} must be one lowercase word that is not an attribute, value or fixed word")
         if max(len(vals) for vals in ATTRIBUTE_VALUES.values()) <= cfg.max_revisions:
             raise ConfigError(f"data.synth.max_revisions={cfg.max_revisions}: a key runs out of new values")
         statements = cfg.max_questions * (1 + cfg.max_revisions)
@@ -201,12 +211,16 @@ def _outside_facts(names: list[str], entities: list[str], count: int, rng: rando
 
 
 def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_id: str) -> Sample:
-    entities = rng.sample(names, cfg.num_entities)
+    if cfg.subject is not None:
+        names = [n for n in names if n != cfg.subject]
+        entities = [cfg.subject] + rng.sample(names, cfg.num_entities - 1)
+    else:
+        entities = rng.sample(names, cfg.num_entities)
     attributes = rng.sample(ATTRIBUTES, cfg.num_attributes)
     value = {(e, a): rng.choice(ATTRIBUTE_VALUES[a]) for e in entities for a in attributes}
     n_questions = min(rng.randint(cfg.min_questions, cfg.max_questions), len(value))
     if cfg.one_entity_questions:
-        subject = rng.choice(entities)
+        subject = cfg.subject or rng.choice(entities)
         asked = [(subject, a) for a in rng.sample(attributes, min(n_questions, len(attributes)))]
     else:
         asked = rng.sample(sorted(value), n_questions)
