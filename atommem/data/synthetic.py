@@ -77,9 +77,7 @@ def name_pool(size: int) -> list[str]:
 
 def synthetic_vocabulary(cfg: SynthConfig) -> list[str]:
     """Every word the generator can emit: names, attributes, values and fixed words (sorted, unique)."""
-    words = set(name_pool(cfg.name_vocab)) | set(ATTRIBUTES) | set(FIXED_WORDS) | ({cfg.subject} if cfg.subject else set())
-    words |= {v for vals in ATTRIBUTE_VALUES.values() for v in vals}
-    return sorted(words)
+    return sorted(set(name_pool(cfg.name_vocab)) | _reserved_words() | ({cfg.subject} if cfg.subject else set()))
 
 
 def fact_text(entity: str, attribute: str, value: str) -> str:
@@ -212,7 +210,6 @@ def _outside_facts(names: list[str], entities: list[str], count: int, rng: rando
 
 def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_id: str) -> Sample:
     if cfg.subject is not None:
-        names = [n for n in names if n != cfg.subject]
         entities = [cfg.subject] + rng.sample(names, cfg.num_entities - 1)
     else:
         entities = rng.sample(names, cfg.num_entities)
@@ -286,6 +283,6 @@ def generate_synthetic(cfg: SynthConfig, n: int | None = None, seed: int | None 
     _check(cfg)
     seed = cfg.seed if seed is None else seed
     n = cfg.num_samples if n is None else n
-    names = name_pool(cfg.name_vocab)
+    names = [n for n in name_pool(cfg.name_vocab) if n != cfg.subject]  # the subject is nobody else
     make = _revision_sample if cfg.task == "revisions" else _one_sample
     return [make(cfg, names, random.Random(f"atommem-synth:{seed}:{i}"), f"synth-{seed}-{i}") for i in range(n)]
