@@ -192,5 +192,9 @@ def test_a_fixed_subject_is_the_person_every_question_asks_about():
     assert "user" in synthetic_vocabulary(cfg)
     with pytest.raises(ConfigError, match="one_entity_questions"):
         generate_synthetic(dataclasses.replace(cfg, one_entity_questions=False), 1)
+    with pytest.raises(ConfigError, match="task: revisions"):
+        generate_synthetic(dataclasses.replace(cfg, task="facts"), 1)  # not silently ignored
     with pytest.raises(ConfigError, match="subject 'city'"):
         generate_synthetic(dataclasses.replace(cfg, subject="city"), 1)
+    with pytest.raises(ConfigError, match="subject 'User'"):
+        generate_synthetic(dataclasses.replace(cfg, subject="User"), 1)

@@ -102,6 +102,11 @@ def _check(cfg: SynthConfig) -> None:
         raise ConfigError("data.synth: 2-hop questions need num_entities >= 2 (a friend must be someone else)")
     if cfg.num_entities > cfg.name_vocab:
         raise ConfigError(f"data.synth.name_vocab ({cfg.name_vocab}) must be >= num_entities ({cfg.num_entities})")
+    if cfg.subject is not None:
+        if cfg.task != "revisions" or not cfg.one_entity_questions:
+            raise ConfigError("data.synth.subject needs task: revisions and one_entity_questions: true (the subject is the one person asked about)")
+        if not (cfg.subject.isalpha() and cfg.subject.islower()) or cfg.subject in _reserved_words():
+            raise ConfigError(f"data.synth.subject {cfg.subject!r} must be one lowercase word that is not an attribute, value or fixed word")
     if cfg.task == "revisions":
         if cfg.two_hop_fraction > 0:
             raise ConfigError("data.synth.task=revisions asks 1-hop questions only: set two_hop_fraction to 0")
@@ -109,10 +114,6 @@ def _check(cfg: SynthConfig) -> None:
             raise ConfigError(f"data.synth.revised_fraction must be in [0, 1], got {cfg.revised_fraction}")
         if cfg.max_revisions < 1:
             raise ConfigError(f"data.synth.max_revisions must be >= 1, got {cfg.max_revisions}")
-        if cfg.subject is not None and not cfg.one_entity_questions:
-            raise ConfigError("data.synth.subject needs one_entity_questions: true (the subject is the one person asked about)")
-        if cfg.subject is not None and (not cfg.subject.isalpha() or cfg.subject in _reserved_words()):
-            raise ConfigError(f"data.synth.subject {cfg.subject!r} must be one lowercase word that is not an attribute, value or fixed word")
         if max(len(vals) for vals in ATTRIBUTE_VALUES.values()) <= cfg.max_revisions:
             raise ConfigError(f"data.synth.max_revisions={cfg.max_revisions}: a key runs out of new values")
         statements = cfg.max_questions * (1 + cfg.max_revisions)
