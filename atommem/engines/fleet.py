@@ -175,13 +175,23 @@ class EngineFleet:
                 self._broadcast(self._source, self.weight_version)
             self.catch_ups += len(behind)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 60.0) -> None:
         import ray
 
         self._stop.set()
         with self._lock:  # a catch-up in progress finishes first
             for handle in self.handles:
                 ray.kill(handle)
+            # ray.kill only asks: wait until every actor is gone, so no call made after shutdown is served
+            # and their CPUs are free for whatever the caller places next.
+            deadline = time.monotonic() + timeout_s
+            for handle in self.handles:
+                while time.monotonic() < deadline:
+                    try:
+                        ray.get(handle.__ray_ready__.remote(), timeout=max(deadline - time.monotonic(), 0.1))
+                    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                        break
+                    time.sleep(0.1)
             self.handles = []
             self._sync_key = None
             self._source = None
