@@ -179,10 +179,35 @@ def test_pack_and_collate_masks_only_response_targets():
     packs = pack_micro_batches(rows + [TurnRow([1] * 9, [2], [-1.0], 0.0, "w")], micro_batch_tokens=10)
     assert [[len(r.prompt_ids) for r in p] for p in packs] == [[9], [2, 1]]  # longest first, 2*5 <= 10
     mb = collate(rows)
-    assert mb.input_ids.tolist() == [[1, 2, 3, 4, 5], [7, 8, 0, 0, 0]]
-    assert mb.response_mask.tolist() == [[0, 1, 1, 1], [1, 0, 0, 0]]
-    assert mb.behaviour_logprobs[0].tolist() == pytest.approx([0, -0.1, -0.2, -0.3])
+    assert mb.input_ids.tolist() == [[1, 2, 3, 4, 5], [0, 0, 0, 7, 8]]  # left-padded: responses end together
+    assert mb.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 0, 1]]
+    assert mb.response_mask.tolist() == [[1, 1, 1], [0, 0, 1]]  # over the last 3 targets only
+    assert mb.behaviour_logprobs.flatten().tolist() == pytest.approx([-0.1, -0.2, -0.3, 0, 0, -0.4])
     assert mb.advantages.tolist() == [1.0, -1.0] and mb.response_tokens == 4
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_token_logprobs_of_a_padded_batch_match_each_row_alone(arch):
+    """Left padding, position ids and the logits kept for the tail only change nothing a row scores."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    torch.manual_seed(0)
+    kind = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    model = AutoModelForCausalLM.from_config(
+        kind(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+    ).eval()
+    rows = [TurnRow([1, 2, 3, 4, 5, 6], [7, 8], [0.0] * 2, 0.0, "a"), TurnRow([9], [10, 11, 12, 13], [0.0] * 4, 0.0, "b"),
+            TurnRow([14, 15, 16], [17], [0.0], 0.0, "c")]
+    mb = collate(rows)
+    with torch.no_grad():
+        logp, entropy = token_logprobs(model, mb, with_entropy=True)
+        for i, r in enumerate(rows):
+            ids = torch.tensor([r.prompt_ids + r.response_ids])
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            alone = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[:, 0][-len(r.response_ids):]
+            k = len(r.response_ids)
+            assert logp[i, -k:].tolist() == pytest.approx(alone.tolist(), abs=1e-5)
+            assert torch.isfinite(entropy[i]).all()
 
 
 # ---------------------------------------------------------------- learning

@@ -31,9 +31,9 @@ def test_rows_keep_good_trajectories_and_every_turn():
 def test_loss_is_response_token_mean_nll():
     rows = [SFTRow([1, 2], [3, 4]), SFTRow([5], [6])]
     mb = collate(rows)
-    # Targets: row 0 -> [2, 3, 4] with mask [0, 1, 1]; row 1 -> [6, pad, pad] with mask [1, 0, 0].
-    assert mb.response_mask.tolist() == [[0, 1, 1], [1, 0, 0]]
-    logp = torch.tensor([[-9.0, math.log(0.5), math.log(0.25)], [math.log(0.5), -9.0, -9.0]])
+    # Left-padded, the last 2 targets: row 0 -> [3, 4] with mask [1, 1]; row 1 -> [5, 6] with mask [0, 1].
+    assert mb.response_mask.tolist() == [[1, 1], [0, 1]]
+    logp = torch.tensor([[math.log(0.5), math.log(0.25)], [-9.0, math.log(0.5)]])
     loss = sft_loss(logp, mb.response_mask)
     assert loss.item() == pytest.approx(-(2 * math.log(0.5) + math.log(0.25)) / 3)
     assert sft_loss(logp, mb.response_mask, num_tokens=6).item() == pytest.approx(loss.item() / 2)

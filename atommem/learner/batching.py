@@ -1,9 +1,11 @@
 """Turning variable-length (prompt, response) rows into padded micro-batches and per-token logprobs.
 
 Rows are sorted by length and packed greedily so that a micro-batch's padded size (rows x longest
-row) stays within `micro_batch_tokens`; a row longer than the budget goes alone. Tensors are laid out
-over the shifted targets: position t holds the logprob of input token t+1, and `response_mask` is 1
-exactly where that target is a response token (the prompt never carries loss).
+row) stays within `micro_batch_tokens`; a row longer than the budget goes alone. Rows are left-padded,
+so every response ends at the last position and only the last W+1 positions (W = the longest response)
+go through the output head: for a small model the head and its softmax over every prompt position cost
+more than the model body (2x the learner step here), and prompts never carry loss. Per-token tensors are
+(B, W) over the last W targets, and `response_mask` is 1 exactly where that target is a response token.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ class Row(Protocol):
 
 @dataclass
 class MicroBatch:
-    input_ids: torch.Tensor  # (B, L) right-padded
+    input_ids: torch.Tensor  # (B, L) left-padded
     attention_mask: torch.Tensor  # (B, L)
-    response_mask: torch.Tensor  # (B, L-1) float, 1 on response targets
-    behaviour_logprobs: torch.Tensor  # (B, L-1) engine logprobs on response targets, 0 elsewhere
+    position_ids: torch.Tensor  # (B, L) 0 at each row's first real token, as when it was generated
+    response_mask: torch.Tensor  # (B, W) float, 1 on response targets among the last W
+    behaviour_logprobs: torch.Tensor  # (B, W) engine logprobs on response targets, 0 elsewhere
     advantages: torch.Tensor  # (B,)
 
     @property
@@ -60,35 +63,43 @@ def pack_micro_batches(rows: Sequence[Row], micro_batch_tokens: int) -> list[lis
 
 
 def collate(rows: Sequence[Row], pad_id: int = 0) -> MicroBatch:
-    """Right-pad rows into one MicroBatch (behaviour logprobs from `row.old_logprobs` when present)."""
+    """Left-pad rows into one MicroBatch (behaviour logprobs from `row.old_logprobs` when present)."""
     length = max(row_length(r) for r in rows)
+    width = max(1, max(len(r.response_ids) for r in rows))  # >= 1: the model reads 0 logits to keep as "all"
     b = len(rows)
     input_ids = torch.full((b, length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((b, length), dtype=torch.long)
-    response_mask = torch.zeros((b, length - 1), dtype=torch.float32)
-    behaviour = torch.zeros((b, length - 1), dtype=torch.float32)
+    position_ids = torch.zeros((b, length), dtype=torch.long)
+    response_mask = torch.zeros((b, width), dtype=torch.float32)
+    behaviour = torch.zeros((b, width), dtype=torch.float32)
     advantages = torch.zeros(b, dtype=torch.float32)
     for i, r in enumerate(rows):
-        p, n = len(r.prompt_ids), row_length(r)
-        if p == 0:
+        n, k = row_length(r), len(r.response_ids)
+        if not r.prompt_ids:
             raise ValueError("a row needs at least one prompt token to predict its first response token")
-        input_ids[i, :n] = torch.tensor(list(r.prompt_ids) + list(r.response_ids), dtype=torch.long)
-        attention_mask[i, :n] = 1
-        response_mask[i, p - 1 : n - 1] = 1.0
+        input_ids[i, length - n :] = torch.tensor(list(r.prompt_ids) + list(r.response_ids), dtype=torch.long)
+        attention_mask[i, length - n :] = 1
+        position_ids[i, length - n :] = torch.arange(n)
+        response_mask[i, width - k :] = 1.0
         old = getattr(r, "old_logprobs", None)
-        if old is not None:
-            behaviour[i, p - 1 : n - 1] = torch.tensor(old, dtype=torch.float32)
+        if old is not None and k:
+            behaviour[i, width - k :] = torch.tensor(old, dtype=torch.float32)
         advantages[i] = float(getattr(r, "advantage", 0.0))
-    return MicroBatch(input_ids, attention_mask, response_mask, behaviour, advantages)
+    return MicroBatch(input_ids, attention_mask, position_ids, response_mask, behaviour, advantages)
 
 
 def token_logprobs(
     model, mb: MicroBatch, with_entropy: bool = False, entropy_grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob of every next token under `model` (float32, (B, L-1)), and its entropy when asked
+    """Logprob of each of the last W tokens under `model` (float32, (B, W)), and its entropy when asked
     (differentiable only with `entropy_grad`, i.e. when an entropy bonus enters the loss)."""
-    logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, use_cache=False).logits[:, :-1].float()
-    targets = mb.input_ids[:, 1:]
+    width = mb.response_mask.shape[1]
+    out = model(
+        input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
+        use_cache=False, logits_to_keep=width + 1,
+    )
+    logits = out.logits[:, :-1].float()
+    targets = mb.input_ids[:, -width:]
     log_norm = torch.logsumexp(logits, dim=-1)
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
     entropy = None
