@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/memory_ops.py
 	$(PY) bench/rollout_async.py
 	$(PY) bench/weight_sync.py
+	$(PY) bench/learner_logprobs.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -141,12 +141,6 @@ class OraclePolicy:
                 stored.add(text)
         return " ".join(out)
 
-    def _decide(self, fact: tuple[str, str, str], p: float) -> bool:
-        """One seeded coin per fact and episode, so a re-shown chunk gets the same decision."""
-        if fact not in self._decided:
-            self._decided[fact] = self._rng.random() < p
-        return self._decided[fact]
-
     def _revision_read_turn(self, env: "MemoryEnv", meta: dict) -> str:
         obs = env.observation
         needed = {(c["entity"], c["path"][0]) for c in meta["chains"]}
