@@ -37,3 +37,23 @@ def test_loss_is_response_token_mean_nll():
     loss = sft_loss(logp, mb.response_mask)
     assert loss.item() == pytest.approx(-(2 * math.log(0.5) + math.log(0.25)) / 3)
     assert sft_loss(logp, mb.response_mask, num_tokens=6).item() == pytest.approx(loss.item() / 2)
+
+
+def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_path, ray_local):
+    """Two runners finish episodes out of order; the SFT data (and so SFT's seeded batches) must not follow that."""
+    from atommem.config import load_config
+    from atommem.rollout.parquet import read_trajectories
+    from atommem.trainer.inputs import train_samples
+    from atommem.trainer.sft import collect_teacher, teacher_requests
+
+    cfg = load_config("configs/tiny_cpu.yaml", [
+        f"data.train={tmp_path / 'data/train'}", f"data.dev={tmp_path / 'data/dev'}", "data.synth.num_samples=40",
+        "data.dev_samples=4", f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
+        "model.tiny.intermediate_size=64", "sft.teacher_episodes=48", f"sft.data={tmp_path / 'sft'}",
+        "rollout.num_workers=2", "rollout.envs_per_worker=8",
+    ])
+    path, kept = collect_teacher(cfg)
+    expected = [r.episode_id for r in teacher_requests(cfg, train_samples(cfg))]
+    assert len(expected) == 48 and len(set(expected)) == 48  # 40 samples: 8 drawn again under a new nonce
+    assert [t.episode_id for t in read_trajectories(path)] == expected
+    assert [t.episode_id for t in ray_local.get(kept)] == expected

@@ -48,6 +48,18 @@ def oracle_teacher_kwargs(cfg: Config) -> dict:
     }
 
 
+def teacher_requests(cfg: Config, samples: list) -> list:
+    """The teacher's `sft.teacher_episodes` episodes over `samples`, in a seeded order (the SFT data's order)."""
+    from atommem.rollout.records import make_requests
+
+    picked = [samples[i] for i in EpochSampler(len(samples), cfg.trainer.seed).take(cfg.sft.teacher_episodes)]
+    # The same sample may be drawn twice when teacher_episodes > len(samples): a nonce per pass keeps ids unique.
+    requests = []
+    for start in range(0, len(picked), len(samples)):
+        requests += make_requests(picked[start : start + len(samples)], 1, nonce=f"t{start}", seed=cfg.trainer.seed + start)
+    return requests
+
+
 def collect_teacher(cfg: Config) -> tuple[Path, list]:
     """Play teacher episodes over the training set; keep those with reward >= sft.min_reward.
 
@@ -56,17 +68,12 @@ def collect_teacher(cfg: Config) -> tuple[Path, list]:
 
     from atommem.rollout.env_runner_group import EnvRunnerGroup
     from atommem.rollout.parquet import write_trajectories
-    from atommem.rollout.records import make_requests
     from atommem.runtime import init_ray
 
     samples = train_samples(cfg)
     model_path = model_path_of(cfg)
     init_ray(cfg.cluster)
-    picked = [samples[i] for i in EpochSampler(len(samples), cfg.trainer.seed).take(cfg.sft.teacher_episodes)]
-    # The same sample may be drawn twice when teacher_episodes > len(samples): a nonce per pass keeps ids unique.
-    requests = []
-    for start in range(0, len(picked), len(samples)):
-        requests += make_requests(picked[start : start + len(samples)], 1, nonce=f"t{start}", seed=cfg.trainer.seed + start)
+    requests = teacher_requests(cfg, samples)
     fleet = None
     if cfg.sft.teacher == "oracle":
         policy, kwargs = "oracle", oracle_teacher_kwargs(cfg)
@@ -79,14 +86,17 @@ def collect_teacher(cfg: Config) -> tuple[Path, list]:
     try:
         with EnvRunnerGroup(cfg, policy, fleet.handles if fleet else [], model_path, policy_kwargs=kwargs) as group:
             group.submit(requests)
-            kept, rewards = [], []
+            kept_by_id, rewards = {}, []
             for ref, summary in tqdm(group.results(), total=len(requests), desc="teacher episodes"):
                 rewards.append(summary.reward)
                 if summary.reward >= cfg.sft.min_reward:
-                    kept.append(ref)
+                    kept_by_id[summary.episode_id] = ref
     finally:
         if fleet is not None:
             fleet.shutdown()
+    # Episodes finish in an order that changes run to run; in request order the SFT data, and the seeded
+    # batches drawn from it, are the same for a seed (they were not: greedy SFT 0.431 in one run, 0.208 in another).
+    kept = [kept_by_id[r.episode_id] for r in requests if r.episode_id in kept_by_id]
     path = write_trajectories(kept, sft_data_dir(cfg))
     print(f"teacher: {len(requests)} episodes, mean reward {np.mean(rewards):.3f}, kept {len(kept)} -> {path}")
     return path, kept
