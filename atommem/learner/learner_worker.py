@@ -10,9 +10,10 @@ What runs where (checked on this CPU-only machine with deepspeed 0.19.8, torch 2
   single-process full-batch gradient (tests/test_learner_group.py). A step of the 32x2 test model
   (16 rows, 3 micro-batches per rank) takes about 1 s on a loaded 2-core machine.
 - The first `init_distributed` on a machine JIT-builds DeepSpeed's `deepspeed_shm_comm` op with gcc
-  (75-120 s here; cached under ~/.cache/torch_extensions afterwards). A process killed DURING that
-  build leaves `~/.cache/torch_extensions/<py>_cpu/deepspeed_shm_comm/lock` behind and every later
-  start waits on it forever: delete that file.
+  (75-120 s here; cached under ~/.cache/torch_extensions afterwards; `make` builds it when it sets up the
+  venv, so no test or job pays for it or can be killed in the middle of it). A process killed DURING that
+  build leaves `~/.cache/torch_extensions/<py>_cpu/deepspeed_shm_comm/lock` behind and every later start
+  would wait on it forever: `LearnerGroup` refuses a lock older than any build with an error naming the file.
 - Model construction: every rank loads the full HF model on CPU once and `deepspeed.initialize`
   partitions it. Building it under `zero.Init` instead does not work here: transformers' ZeRO-3
   loading (`HfDeepSpeedConfig`) needs `accelerate` (not a dependency), and a plain model
@@ -37,6 +38,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -44,6 +46,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from atommem.config import Config
+from atommem.errors import UserError
 from atommem.learner.batching import MicroBatch, collate, pack_micro_batches, token_logprobs
 from atommem.learner.grpo import TurnRow, count_rows, expand_to_rows, grpo_loss
 from atommem.learner.sft import SFTRow, sft_loss, sft_rows
@@ -51,6 +54,29 @@ from atommem.weight_sync.base import TensorSpec, free_port, node_ip, plan_bucket
 from atommem.weight_sync.process_group import WeightSender
 
 _PAD_ROW = SFTRow([0], [0])  # the empty micro-batch a rank runs when others have more (loss x 0)
+_STALE_BUILD_LOCK_S = 600.0  # the shm op builds in 75-120 s here: a lock this old has no builder left
+
+
+def shm_buffer(master_addr: str, master_port: int, rank: int) -> Path:
+    """The /dev/shm file of a rank's buffer in DeepSpeed's CPU comm op (its shm.cpp names it so)."""
+    return Path(f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{master_addr}_{master_port}_{rank}")
+
+
+def check_cpu_op_build_lock(max_age_s: float = _STALE_BUILD_LOCK_S) -> None:
+    """Raise, naming the file, when a killed build left DeepSpeed's CPU comm op locked (torch waits forever)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()  # as torch resolves it
+    lock = Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / "deepspeed_shm_comm" / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > max_age_s:
+        raise UserError(
+            f"{lock} is {age:.0f} s old: a process killed while building DeepSpeed's CPU comm op left it, and every "
+            f"learner would wait on it forever. Delete that file (the op is rebuilt on the next start)."
+        )
 
 
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
@@ -115,6 +141,12 @@ class LearnerWorker:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         deepspeed.init_distributed("nccl" if self.on_gpu else "gloo")
+        if not self.on_gpu:
+            # DeepSpeed's CPU comm op maps each local rank's 69 MB /dev/shm buffer at init and never unlinks
+            # them: every learner start leaked one per rank (17 GB after a day of runs here, then the OOM killer).
+            # Once all ranks have mapped them (the barrier) the names can go; the memory goes at exit.
+            torch.distributed.barrier()
+            shm_buffer(master_addr, master_port, self.rank).unlink(missing_ok=True)
         torch.manual_seed(self.cfg.trainer.seed)
         random.seed(self.cfg.trainer.seed)
         lr = self.cfg.grpo.lr if self.stage == "grpo" else self.cfg.sft.lr
