@@ -82,7 +82,7 @@ def collate(rows: Sequence[Row], pad_id: int = 0) -> MicroBatch:
         position_ids[i, length - n :] = torch.arange(n)
         response_mask[i, width - k :] = 1.0
         old = getattr(r, "old_logprobs", None)
-        if old is not None and k:
+        if old is not None:
             behaviour[i, width - k :] = torch.tensor(old, dtype=torch.float32)
         advantages[i] = float(getattr(r, "advantage", 0.0))
     return MicroBatch(input_ids, attention_mask, position_ids, response_mask, behaviour, advantages)

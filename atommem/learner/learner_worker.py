@@ -34,6 +34,7 @@ averages gradients over ranks: the gradient is exactly the token mean over the b
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -184,7 +185,7 @@ class LearnerWorker:
         return t.tolist()
 
     def _to_device(self, mb: MicroBatch) -> MicroBatch:
-        return MicroBatch(*(getattr(mb, f).to(self.device) for f in ("input_ids", "attention_mask", "position_ids", "response_mask", "behaviour_logprobs", "advantages")))
+        return MicroBatch(*(getattr(mb, f.name).to(self.device) for f in dataclasses.fields(mb)))
 
     def _micro_batches(self, rows: Sequence[Any]) -> tuple[list[MicroBatch], int]:
         """Packed micro-batches, padded with empty ones to the count of the rank that has the most."""
