@@ -193,7 +193,9 @@ class SFTConfig:
     teacher_answer_top_hit: bool = False  # oracle teacher: answer the top retrieved entry's value when the fact is missing
     teacher_weak_attributes: list[str] = field(default_factory=list)  # oracle teacher: attributes whose revisions it often mishandles (data.synth.task: revisions)
     teacher_weak_update_p: float = 1.0  # oracle teacher: chance it updates a revision of a weak attribute in place (else it adds a stale duplicate)
-    data: Optional[str] = None  # Parquet dir of collected SFT trajectories
+    val_episodes: int = 0  # teacher episodes collected beyond teacher_episodes and held out: SFT validation (0 = none)
+    val_every: int = 0  # SFT steps between validations (teacher-forced accuracy per turn state and action); 0 = at the end only
+    data: Optional[str] = None  # Parquet dir of collected SFT trajectories (the held-out ones in its val/)
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
     learner_cpus: Optional[float] = None  # CPUs (= torch threads) per learner actor in SFT, which runs alone; None = learner.num_cpus
     zero_stage: Optional[int] = None  # ZeRO stage of the SFT learner; None = learner.zero_stage

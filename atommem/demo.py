@@ -68,16 +68,17 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     lap("data+model", t0)
 
     t0 = time.monotonic()
-    _, teacher_refs = collect_teacher(_with(cfg, sft={"data": str(run_dir / "sft_data")}))
+    _, teacher_refs, val_refs = collect_teacher(_with(cfg, sft={"data": str(run_dir / "sft_data")}))
     lap("teacher", t0)
 
     # SFT; its full learner state is saved so the control can train on from exactly here.
     t0 = time.monotonic()
-    data = SFTData(teacher_refs, cfg.sft.batch_size, cfg.trainer.seed)
+    data = SFTData(teacher_refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs)
     sft = SFTTrainer(cfg, base_model, data, logger)
     try:
         sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s)
         sft_model = sft.save(run_dir / "sft")
+        sft_validation = sft.validation
     finally:
         sft.shutdown()
     lap("sft", t0)
@@ -111,6 +112,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         control.resume(run_dir / "sft" / "checkpoint")
         ctrl_steps = control.run(sft_steps + 10**9, grpo_seconds)
         ctrl_model = control.save(run_dir / "sft_control")
+        ctrl_validation = control.validation
     finally:
         control.shutdown()
     (ev_ctrl,) = evaluate_policies(cfg, str(ctrl_model), dev, ["atommem"], tag="control", progress=False)
@@ -144,6 +146,8 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "scripted_em": {r.policy: r.em for r in scripted},
         "teacher_em": ev_teacher.em if ev_teacher is not None else None,
         "action_rates": {"sft": _rates(ev_sft), "grpo": _rates(ev_grpo), "sft_control": _rates(ev_ctrl)},
+        # teacher-forced on sft.val_episodes held-out teacher episodes: which decisions imitation has learned
+        "sft_validation": {"episodes": len(val_refs), "sft": sft_validation, "sft_control": ctrl_validation},
         # operations per turn of each turn state (revision / relevant / distractor / answer on the revisions task)
         "state_action_rates": {k: ev.summary["state_action_rates"] for k, ev in named.items() if ev is not None},
         # Sampled (temperature 1) EM of the rollouts: at step 1 it is the SFT policy's own, which is the
@@ -183,6 +187,26 @@ def _rollout_em(run_dir: Path) -> dict:
     return {"first_step": ems[0], "last_step": ems[-1]} if ems else {}
 
 
+def _validation_lines(val: dict) -> list[str]:
+    """The report's SFT validation table: per turn state / teacher action, after SFT and after the control."""
+    sft, ctrl = val["sft"], val["sft_control"]
+    labels = [k.split("/", 1)[1] for k in sft if k.startswith("val_rows/")]
+    if not labels:
+        return []
+    return [
+        f"## SFT validation (teacher-forced on {val['episodes']} held-out teacher episodes)",
+        "",
+        "Share of held-out teacher turns where the model's argmax is the teacher's first token (the operation)",
+        "and every token (the whole response), by turn state / teacher's action.",
+        "",
+        "| turn / action | rows | SFT first | SFT whole | control first | control whole |",
+        "|---|---|---|---|---|---|",
+        *[f"| {x} | {sft[f'val_rows/{x}']:.0f} | {sft[f'val_first/{x}']:.3f} | {sft[f'val_full/{x}']:.3f} | "
+          f"{ctrl.get(f'val_first/{x}', 0):.3f} | {ctrl.get(f'val_full/{x}', 0):.3f} |" for x in labels],
+        "",
+    ]
+
+
 def _write_report(run_dir: Path, report: dict) -> None:
     from atommem.eval.report import plot_state_rates, state_rates_table
 
@@ -194,7 +218,9 @@ def _write_report(run_dir: Path, report: dict) -> None:
         plot_series(rows, ["dev_em"], run_dir / "dev_em_curve.png", "Dev EM (greedy) during GRPO", phase="grpo"),
         plot_series(rows, ["rate_create", "rate_read", "rate_update", "rate_delete", "rate_answer", "rate_error"],
                     run_dir / "action_rates.png", "Action rates per turn (GRPO rollouts)", phase="grpo"),
-        plot_series(rows, ["loss"], run_dir / "sft_loss.png", "SFT loss", phase="sft"),
+        plot_series(rows, ["loss", "val_nll"], run_dir / "sft_loss.png", "SFT loss (train batch, held-out per token)", phase="sft"),
+        plot_series(rows, [k for k in report["sft_validation"]["sft"] if k.startswith("val_full/")], run_dir / "sft_validation.png",
+                    "SFT held-out teacher turns: whole response right (teacher-forced)", phase="sft"),
         plot_state_rates(by_state, run_dir / "state_rates.png", title="Operations per turn by turn state (dev, greedy)"),
         plot_series(rows, [f"rate_{st}_{k}" for st, k in _STATE_SERIES], run_dir / "grpo_state_rates.png",
                     "GRPO rollouts: operations per turn of a turn state", phase="grpo"),
@@ -230,6 +256,7 @@ def _write_report(run_dir: Path, report: dict) -> None:
            f"at step 1 (the SFT policy) -> {report['rollout_em']['last_step']:.3f} at step {report['grpo_steps']}"]
           if report["rollout_em"] else []),
         "",
+        *_validation_lines(report["sft_validation"]),
         "## Action rates (ops per turn, dev, greedy)",
         "",
         "| action | SFT | GRPO | control |",

@@ -28,7 +28,7 @@ def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray
         "data.synth.num_samples=24", "data.dev_samples=6",
         f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
         "model.tiny.intermediate_size=64",
-        "sft.teacher_episodes=12", "sft.batch_size=2", "sft.time_budget_s=2",
+        "sft.teacher_episodes=12", "sft.val_episodes=6", "sft.batch_size=2", "sft.time_budget_s=2",
         "grpo.group_size=2", "grpo.batch_groups=2", "rollout.envs_per_worker=8",
         "trainer.time_budget_s=0.01", "trainer.eval_every=1", "cluster.num_cpus=4",
     ]
@@ -60,6 +60,10 @@ def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray
     assert set(report["state_action_rates"]) == {"teacher", "sft", "grpo", "sft_control"}
     assert {"revision", "answer"} <= set(report["state_action_rates"]["teacher"])
     assert {"sft", "grpo", "sft_control"} == set(report["action_rates"])
+    # SFT validation on the 6 held-out teacher episodes, after SFT and after the control
+    val = report["sft_validation"]
+    assert val["episodes"] == 6 and {"revision/update", "answer/answer"} <= {k.split("/", 1)[1] for k in val["sft"] if k.startswith("val_rows/")}
+    assert val["sft_control"].keys() == val["sft"].keys() and 0.0 <= val["sft"]["val_full"] <= 1.0
 
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     phases = {r["phase"] for r in rows}
@@ -71,7 +75,9 @@ def test_demo_runs_every_stage_and_reports_consistently(tmp_path, capsys, no_ray
     assert f"EM {grpo_row['em']:.3f} at step 1 (the SFT policy)" in md and f"95% CI [{lo:+.3f}, {hi:+.3f}]" in md
     assert {"sft", "grpo", "sft_control"} <= phases
     assert "## Action rates by turn state" in md and "| revision | update |" in md
-    for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "state_rates.png", "config.yaml"):
+    assert f"| revision/update | {val['sft']['val_rows/revision/update']:.0f} | {val['sft']['val_first/revision/update']:.3f} |" in md
+    assert [r["step"] for r in rows if r["phase"] == "sft" and "val_nll" in r] == [report["sft_steps"]]
+    for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "sft_validation.png", "state_rates.png", "config.yaml"):
         assert (run / name).is_file(), name
     for model in ("sft/model", "grpo/model", "sft_control/model"):
         assert (run / model / "config.json").is_file(), model

@@ -172,3 +172,43 @@ def test_a_rank_without_rows_still_steps_with_the_others(setup):
     assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
     d0, d1 = group.param_digests()
     assert d0 == d1
+
+
+def test_sft_validation_scores_every_row_as_the_plain_model_does(setup):
+    """score_sft on 2 ZeRO-3 ranks (unequal packs) against one plain-torch forward; half the turns are the model's own
+    greedy continuations, so they must score right at every token and the random ones not."""
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    from atommem.learner.batching import teacher_forced
+    from atommem.learner.sft import sft_rows
+
+    group, model_dir, cfg, vocab = setup
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    loaded = model.load_state_dict(group.state_dict(), strict=False)  # the group's weights after the earlier tests
+    assert loaded.missing_keys == ["lm_head.weight"] and not loaded.unexpected_keys  # tied to the embeddings
+    trajs = make_trajectories(vocab, seed=5)
+    with torch.no_grad():
+        for i, t in enumerate(trajs):
+            t.reward = 1.0
+            for turn in t.turns:
+                turn.state = "greedy" if i % 2 else "random"
+                if i % 2:
+                    ids = list(turn.prompt_ids)
+                    for _ in turn.response_ids:
+                        ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+                    turn.response_ids = ids[len(turn.prompt_ids):]
+    scores = group.score_sft([ray.put(t) for t in trajs])
+    rows = sft_rows(trajs, min_reward=0.0)
+    assert len(scores) == len(rows)
+    assert {s.label for s in scores if s.all_right} == {"greedy/none"} and sum(s.all_right for s in scores) == sum(
+        r.label == "greedy/none" for r in rows)
+    expected = []
+    for row in rows:
+        with torch.no_grad():
+            logp, hit = teacher_forced(model, collate([row]))
+        expected.append((row.label, bool(hit[0, 0]), bool(hit.all()), float(-logp.sum()), len(row.response_ids)))
+    got = [(s.label, s.first_right, s.all_right, s.nll, s.tokens) for s in scores]
+    key = lambda x: (x[0], x[4], round(x[3], 2))  # noqa: E731 - ranks and packing reorder rows
+    for g, e in zip(sorted(got, key=key), sorted(expected, key=key)):
+        assert g[:3] == e[:3] and g[4] == e[4] and g[3] == pytest.approx(e[3], rel=1e-4)

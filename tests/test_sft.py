@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from atommem.learner.batching import collate
-from atommem.learner.sft import SFTRow, sft_loss, sft_rows
+from atommem.learner.sft import RowScore, SFTRow, row_label, sft_loss, sft_rows, validation_metrics
 from atommem.trajectory import Trajectory, Turn
 
 
@@ -24,8 +25,31 @@ def test_rows_keep_good_trajectories_and_every_turn():
     borderline = traj(0.5, [([8], [9])])
     bad = traj(0.4, [([1], [2])])
     rows = sft_rows([good, borderline, bad], min_reward=0.5)
-    assert rows == [SFTRow([1, 2], [3, 4]), SFTRow([5], [6]), SFTRow([8], [9])]
+    assert rows == [SFTRow([1, 2], [3, 4], "turn/none"), SFTRow([5], [6], "turn/none"), SFTRow([8], [9], "turn/none")]
     assert rows[0].loss_mask() == [0, 0, 1, 1]
+
+
+def test_a_row_is_labelled_by_turn_state_and_the_teachers_first_action():
+    def turn(state, text):
+        return Turn([1], [2], [0.0], 0, "read", response_text=text, state=state)
+
+    assert row_label(turn("revision", "<modify_memory> Memory 2: user car taxi </modify_memory>")) == "revision/update"
+    assert row_label(turn("relevant", "<update_query> user car </update_query><add_memory> user car truck </add_memory>")) == "relevant/read"
+    assert row_label(turn("distractor", "")) == "distractor/none"
+    assert row_label(turn("answer", "<final_answer> taxi </final_answer>")) == "answer/answer"
+
+
+def test_validation_metrics_per_label_and_overall():
+    scores = [
+        RowScore("relevant/create", True, True, 0.5, 5),
+        RowScore("relevant/create", True, False, 2.5, 5),
+        RowScore("revision/update", False, False, 4.0, 6),
+    ]
+    m = validation_metrics(scores)
+    assert m["val_nll"] == pytest.approx(7.0 / 16) and m["val_full"] == pytest.approx(1 / 3)
+    assert (m["val_first/relevant/create"], m["val_full/relevant/create"], m["val_rows/relevant/create"]) == (1.0, 0.5, 2.0)
+    assert (m["val_first/revision/update"], m["val_full/revision/update"], m["val_rows/revision/update"]) == (0.0, 0.0, 1.0)
+    assert validation_metrics([]) == {}
 
 
 def test_loss_is_response_token_mean_nll():
@@ -49,11 +73,15 @@ def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_pa
     cfg = load_config("configs/tiny_cpu.yaml", [
         f"data.train={tmp_path / 'data/train'}", f"data.dev={tmp_path / 'data/dev'}", "data.synth.num_samples=40",
         "data.dev_samples=4", f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
-        "model.tiny.intermediate_size=64", "sft.teacher_episodes=48", f"sft.data={tmp_path / 'sft'}",
+        "model.tiny.intermediate_size=64", "sft.teacher_episodes=48", "sft.val_episodes=6", f"sft.data={tmp_path / 'sft'}",
         "rollout.num_workers=2", "rollout.envs_per_worker=8",
     ])
-    path, kept = collect_teacher(cfg)
-    expected = [r.episode_id for r in teacher_requests(cfg, train_samples(cfg))]
-    assert len(expected) == 48 and len(set(expected)) == 48  # 40 samples: 8 drawn again under a new nonce
+    path, kept, val = collect_teacher(cfg)
+    requested = [r.episode_id for r in teacher_requests(cfg, train_samples(cfg))]
+    expected, held_out = requested[:48], requested[48:]
+    assert len(set(requested)) == 54  # 40 samples: 14 drawn again under a new nonce
     assert [t.episode_id for t in read_trajectories(path)] == expected
     assert [t.episode_id for t in ray_local.get(kept)] == expected
+    # the held-out episodes come after the training ones in the same order, in their own dir
+    assert [t.episode_id for t in read_trajectories(path / "val")] == held_out == [t.episode_id for t in ray_local.get(val)]
+    assert teacher_requests(replace(cfg, sft=replace(cfg.sft, val_episodes=0)), train_samples(cfg)) == teacher_requests(cfg, train_samples(cfg))[:48]

@@ -88,18 +88,22 @@ def collate(rows: Sequence[Row], pad_id: int = 0) -> MicroBatch:
     return MicroBatch(input_ids, attention_mask, position_ids, response_mask, behaviour, advantages)
 
 
-def token_logprobs(
-    model, mb: MicroBatch, with_entropy: bool = False, entropy_grad: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob of each of the last W tokens under `model` (float32, (B, W)), and its entropy when asked
-    (differentiable only with `entropy_grad`, i.e. when an entropy bonus enters the loss)."""
+def _tail_logits(model, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits predicting each of the last W tokens (B, W, V) and those tokens (B, W)."""
     width = mb.response_mask.shape[1]
     out = model(
         input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
         use_cache=False, logits_to_keep=width + 1,
     )
-    logits = out.logits[:, :-1].float()
-    targets = mb.input_ids[:, -width:]
+    return out.logits[:, :-1].float(), mb.input_ids[:, -width:]
+
+
+def token_logprobs(
+    model, mb: MicroBatch, with_entropy: bool = False, entropy_grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logprob of each of the last W tokens under `model` (float32, (B, W)), and its entropy when asked
+    (differentiable only with `entropy_grad`, i.e. when an entropy bonus enters the loss)."""
+    logits, targets = _tail_logits(model, mb)
     log_norm = torch.logsumexp(logits, dim=-1)
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
     entropy = None
@@ -108,3 +112,10 @@ def token_logprobs(
             probs = torch.softmax(logits, dim=-1)
             entropy = log_norm - (probs * logits).sum(-1)
     return logprobs, entropy
+
+
+def teacher_forced(model, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logprob of each of the last W tokens (B, W) and whether it is the model's argmax there (B, W bool)."""
+    logits, targets = _tail_logits(model, mb)
+    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return logprobs, logits.argmax(-1) == targets

@@ -112,6 +112,10 @@ class LearnerGroup:
         merged["step_seconds"] = time.perf_counter() - start
         return merged
 
+    def score_sft(self, refs: Sequence[Any]) -> list:
+        """Teacher-forced `RowScore`s of ObjectRef[Trajectory]s' turns (no update): SFT validation."""
+        return [s for part in self._run("score_sft", _shards(list(refs), len(self.workers))) for s in part]
+
     # -- the learner side of a weight sync (`engines/fleet.py` drives both sides)
     def weight_sync_address(self) -> tuple[str, int]:
         """Where the weight-sync group's store will listen: rank 0's node and a free port there."""

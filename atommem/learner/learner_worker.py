@@ -48,9 +48,9 @@ import torch
 
 from atommem.config import Config
 from atommem.errors import UserError
-from atommem.learner.batching import MicroBatch, collate, pack_micro_batches, token_logprobs
+from atommem.learner.batching import MicroBatch, collate, pack_micro_batches, teacher_forced, token_logprobs
 from atommem.learner.grpo import TurnRow, count_rows, expand_to_rows, grpo_loss
-from atommem.learner.sft import SFTRow, sft_loss, sft_rows
+from atommem.learner.sft import RowScore, SFTRow, sft_loss, sft_rows
 from atommem.weight_sync.base import TensorSpec, free_port, node_ip, plan_buckets
 from atommem.weight_sync.process_group import WeightSender
 
@@ -187,15 +187,15 @@ class LearnerWorker:
     def _to_device(self, mb: MicroBatch) -> MicroBatch:
         return MicroBatch(*(getattr(mb, f.name).to(self.device) for f in dataclasses.fields(mb)))
 
-    def _micro_batches(self, rows: Sequence[Any]) -> tuple[list[MicroBatch], int]:
-        """Packed micro-batches, padded with empty ones to the count of the rank that has the most."""
+    def _micro_batches(self, rows: Sequence[Any]) -> tuple[list[MicroBatch], list[list[Any]]]:
+        """Packed micro-batches, padded with empty ones to the count of the rank that has the most, and the
+        rows of each real one (the first len(packs) micro-batches)."""
         packs = pack_micro_batches(rows, self.cfg.learner.micro_batch_tokens) if rows else []
         (most,) = self._all_reduce([len(packs)], op="max")
         batches = [collate(p) for p in packs]
-        real = len(batches)
         while len(batches) < int(most):
             batches.append(collate([_PAD_ROW]))
-        return batches, real
+        return batches, packs
 
     def _fetch(self, refs: Sequence[Any]) -> list[Any]:
         import ray
@@ -259,7 +259,8 @@ class LearnerWorker:
         trajectories = self._fetch([ref for ref, _ in shard])
         rows: list[TurnRow] = expand_to_rows(trajectories, [float(a) for _, a in shard])
         produced = count_rows(trajectories)
-        micro_batches, real = self._micro_batches(rows)
+        micro_batches, packs = self._micro_batches(rows)
+        real = len(packs)
         shipped = sum(mb.num_rows for mb in micro_batches[:real])
         local_tokens = sum(mb.response_tokens for mb in micro_batches[:real])
         (total_tokens,) = self._all_reduce([local_tokens])
@@ -302,9 +303,9 @@ class LearnerWorker:
         """One SFT step on this rank's refs, each to a Trajectory or a list of them (rows of reward >=
         sft.min_reward, response-only loss)."""
         start = time.perf_counter()
-        trajectories = [t for obj in self._fetch(refs) for t in (obj if isinstance(obj, list) else [obj])]
-        rows = sft_rows(trajectories, self.cfg.sft.min_reward)
-        micro_batches, real = self._micro_batches(rows)
+        rows = self._sft_rows(refs)
+        micro_batches, packs = self._micro_batches(rows)
+        real = len(packs)
         (total_tokens,) = self._all_reduce([sum(mb.response_tokens for mb in micro_batches[:real])])
 
         def loss_fn(i: int, mb: MicroBatch):
@@ -317,6 +318,27 @@ class LearnerWorker:
             raise RuntimeError(f"rank {self.rank}: {len(rows)} SFT rows produced but {metrics['rows_consumed']:.0f} consumed")
         metrics.update(rows=float(len(rows)), step_seconds=time.perf_counter() - start)
         return metrics
+
+    def _sft_rows(self, refs: Sequence[Any]) -> list[SFTRow]:
+        trajectories = [t for obj in self._fetch(refs) for t in (obj if isinstance(obj, list) else [obj])]
+        return sft_rows(trajectories, self.cfg.sft.min_reward)
+
+    def score_sft(self, refs: Sequence[Any]) -> list[RowScore]:
+        """Teacher-forced scores of this rank's validation refs (as in update_sft), without an update."""
+        rows = self._sft_rows(refs)
+        micro_batches, packs = self._micro_batches(rows)
+        scores = []
+        self.engine.eval()
+        with torch.no_grad():
+            for i, mb in enumerate(micro_batches):
+                logp, hit = teacher_forced(self.engine, self._to_device(mb))  # padding batches too: ZeRO-3 gathers
+                if i >= len(packs):
+                    continue
+                for j, row in enumerate(packs[i]):
+                    on = mb.response_mask[j].to(self.device).bool()
+                    right = hit[j][on]
+                    scores.append(RowScore(row.label, bool(right[0]), bool(right.all()), float(-logp[j][on].sum()), int(on.sum())))
+        return scores
 
     # ------------------------------------------------------------------ weights out
     def _named_params(self) -> list[tuple[str, torch.nn.Parameter]]:

@@ -2,9 +2,11 @@
 
 - `collect_teacher(cfg)`: the teacher (the scripted oracle on synthetic data, or an OpenAI-compatible model
   through `engine.kind: openai`) plays `sft.teacher_episodes` training samples on the rollout runners;
-  trajectories with reward >= sft.min_reward are kept (as object refs) and written as Parquet.
+  trajectories with reward >= sft.min_reward are kept (as object refs) and written as Parquet;
+  `sft.val_episodes` more are held out (`val/`) to validate on.
 - `SFTTrainer`: the learner group in SFT mode over those trajectories (loss on response tokens only),
-  `run()` for a number of steps and/or seconds, `save()` / `resume()` of its full state.
+  `run()` for a number of steps and/or seconds, validating on the held-out episodes every `sft.val_every`
+  steps and at the end, `save()` / `resume()` of its full state.
 `atommem collect-sft` and `atommem sft` (and their jobs) call `collect_teacher` and `train_sft`; the demo
 drives `SFTTrainer` directly to train the control on from the same checkpoint.
 """
@@ -20,6 +22,7 @@ import numpy as np
 from atommem.config import Config
 from atommem.data.sampler import EpochSampler
 from atommem.errors import UserError
+from atommem.learner.sft import validation_metrics
 from atommem.tracking import RunLogger
 from atommem.trainer.inputs import model_path_of, train_samples
 
@@ -49,10 +52,15 @@ def oracle_teacher_kwargs(cfg: Config) -> dict:
 
 
 def teacher_requests(cfg: Config, samples: list) -> list:
-    """The teacher's `sft.teacher_episodes` episodes over `samples`, in a seeded order (the SFT data's order)."""
+    """The teacher's `sft.teacher_episodes` episodes over `samples`, in a seeded order (the SFT data's order),
+    then its `sft.val_episodes` held-out ones (further on in that order: the training ones do not change)."""
     from atommem.rollout.records import make_requests
 
-    picked = [samples[i] for i in EpochSampler(len(samples), cfg.trainer.seed).take(cfg.sft.teacher_episodes)]
+    if cfg.sft.teacher_episodes < 1 or cfg.sft.val_episodes < 0:
+        raise UserError(f"sft.teacher_episodes must be >= 1 and sft.val_episodes >= 0, got {cfg.sft.teacher_episodes} "
+                        f"and {cfg.sft.val_episodes}")
+    count = cfg.sft.teacher_episodes + cfg.sft.val_episodes
+    picked = [samples[i] for i in EpochSampler(len(samples), cfg.trainer.seed).take(count)]
     # The same sample may be drawn twice when teacher_episodes > len(samples): a nonce per pass keeps ids unique.
     requests = []
     for start in range(0, len(picked), len(samples)):
@@ -60,10 +68,10 @@ def teacher_requests(cfg: Config, samples: list) -> list:
     return requests
 
 
-def collect_teacher(cfg: Config) -> tuple[Path, list]:
+def collect_teacher(cfg: Config) -> tuple[Path, list, list]:
     """Play teacher episodes over the training set; keep those with reward >= sft.min_reward.
 
-    Returns the Parquet dir written and the kept trajectories' object refs."""
+    Returns the Parquet dir written and the object refs of the kept training and held-out trajectories."""
     from tqdm import tqdm
 
     from atommem.rollout.env_runner_group import EnvRunnerGroup
@@ -97,18 +105,27 @@ def collect_teacher(cfg: Config) -> tuple[Path, list]:
     # Episodes finish in an order that changes run to run; in request order the SFT data, and the seeded
     # batches drawn from it, are the same for a seed (they were not: greedy SFT 0.431 in one run, 0.208 in another).
     kept = [kept_by_id[r.episode_id] for r in requests if r.episode_id in kept_by_id]
+    n_train = sum(r.episode_id in kept_by_id for r in requests[: cfg.sft.teacher_episodes])
+    kept, val = kept[:n_train], kept[n_train:]
     path = write_trajectories(kept, sft_data_dir(cfg))
-    print(f"teacher: {len(requests)} episodes, mean reward {np.mean(rewards):.3f}, kept {len(kept)} -> {path}")
-    return path, kept
+    if val:
+        write_trajectories(val, path / VAL_DIR)
+    print(f"teacher: {len(requests)} episodes, mean reward {np.mean(rewards):.3f}, kept {len(kept)} (+{len(val)} held out) -> {path}")
+    return path, kept, val
+
+
+VAL_DIR = "val"  # the held-out teacher episodes, under the SFT data dir
 
 
 class SFTData:
-    """Teacher trajectories as object refs, drawn `batch_size` per step in a resumable seeded order."""
+    """Teacher trajectories as object refs, drawn `batch_size` per step in a resumable seeded order, and the
+    held-out ones (`val_refs`) validation scores."""
 
-    def __init__(self, refs: list, batch_size: int, seed: int = 0):
+    def __init__(self, refs: list, batch_size: int, seed: int = 0, val_refs: list = ()):
         if not refs:
             raise UserError("no SFT trajectories: the teacher kept none (lower sft.min_reward or check the teacher)")
         self.refs = refs
+        self.val_refs = list(val_refs)
         self.batch_size = batch_size
         self.sampler = EpochSampler(len(refs), seed)
 
@@ -120,7 +137,9 @@ class SFTData:
 
         if not Path(path).exists():
             raise UserError(f"SFT data {path} does not exist: run `atommem collect-sft --config ...` first")
-        return cls([ray.put(t) for t in read_trajectories(path)], batch_size, seed)
+        val = Path(path) / VAL_DIR
+        val_refs = [ray.put(t) for t in read_trajectories(val)] if val.is_dir() else []
+        return cls([ray.put(t) for t in read_trajectories(path)], batch_size, seed, val_refs)
 
     def next_batch(self) -> list:
         return [self.refs[i] for i in self.sampler.take(self.batch_size)]
@@ -135,28 +154,44 @@ class SFTTrainer:
         self.cfg, self.data, self.logger, self.phase = cfg, data, logger, phase
         self.learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="sft")
         self.step = 0
+        self.validation: dict[str, float] = {}  # the latest validate()
 
     def run(self, steps: int, seconds: float | None = None) -> int:
-        """Train until step `steps` or for `seconds` of wall time, whichever comes first, or until a SIGTERM/SIGINT
-        (stopping.py) ends it after the step in flight; returns the step reached."""
+        """Train until step `steps` or for `seconds` of training time (validation not counted), whichever comes
+        first, or until a SIGTERM/SIGINT (stopping.py) ends it after the step in flight; validates every
+        `sft.val_every` steps and at the end when there are held-out episodes; returns the step reached."""
         from tqdm import tqdm
 
         from atommem.stopping import stop_requested
 
         t0 = time.monotonic()
+        val_seconds = 0.0
+        every = self.cfg.sft.val_every
         bar = tqdm(total=None if seconds is not None else max(0, steps - self.step), desc=self.phase, mininterval=2.0)
         metrics, logged = None, self.step
-        while self.step < steps and (seconds is None or time.monotonic() - t0 < seconds) and not stop_requested():
+        while self.step < steps and (seconds is None or time.monotonic() - t0 - val_seconds < seconds) and not stop_requested():
             metrics = self.learner.update_sft(self.data.next_batch())
             self.step += 1
             bar.update(1)
             if self.step % 20 == 0:
                 logged = self._log(metrics, t0)
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}")
+            if every and self.step % every == 0 and self.data.val_refs:
+                v0 = time.monotonic()
+                self.validate()
+                val_seconds += time.monotonic() - v0
         if metrics is not None and logged != self.step:  # the last step, however the loop ended
             self._log(metrics, t0)
         bar.close()
+        if self.data.val_refs and not (every and self.step % every == 0):
+            self.validate()
         return self.step
+
+    def validate(self) -> dict[str, float]:
+        """Teacher-forced accuracy on the held-out episodes, per turn state and teacher action; logged at this step."""
+        self.validation = validation_metrics(self.learner.score_sft(self.data.val_refs))
+        self.logger.log(self.step, self.validation, phase=self.phase)
+        return self.validation
 
     def _log(self, metrics: dict, t0: float) -> int:
         self.logger.log(self.step, {**metrics, "elapsed_s": time.monotonic() - t0}, phase=self.phase)
