@@ -85,3 +85,16 @@ def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_pa
     # the held-out episodes come after the training ones in the same order, in their own dir
     assert [t.episode_id for t in read_trajectories(path / "val")] == held_out == [t.episode_id for t in ray_local.get(val)]
     assert teacher_requests(replace(cfg, sft=replace(cfg.sft, val_episodes=0)), train_samples(cfg)) == teacher_requests(cfg, train_samples(cfg))[:48]
+
+
+def test_sft_data_from_a_dir_takes_its_held_out_episodes_from_val(tmp_path, ray_local):
+    from atommem.rollout.parquet import write_trajectories
+    from atommem.trainer.sft import SFTData
+
+    train = [traj(1.0, [([1, 2], [3])]) for _ in range(3)]
+    held_out = [traj(1.0, [([4], [5, 6])])]
+    write_trajectories(train, tmp_path / "sft")
+    assert SFTData.from_path(tmp_path / "sft", batch_size=2).val_refs == []
+    write_trajectories(held_out, tmp_path / "sft" / "val")
+    data = SFTData.from_path(tmp_path / "sft", batch_size=2)
+    assert len(data.refs) == 3 and [t.turns[0].response_ids for t in ray_local.get(data.val_refs)] == [[5, 6]]
