@@ -84,7 +84,11 @@ def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_pa
     assert [t.episode_id for t in ray_local.get(kept)] == expected
     # the held-out episodes come after the training ones in the same order, in their own dir
     assert [t.episode_id for t in read_trajectories(path / "val")] == held_out == [t.episode_id for t in ray_local.get(val)]
-    assert teacher_requests(replace(cfg, sft=replace(cfg.sft, val_episodes=0)), train_samples(cfg)) == teacher_requests(cfg, train_samples(cfg))[:48]
+    no_val = replace(cfg, sft=replace(cfg.sft, val_episodes=0))
+    assert teacher_requests(no_val, train_samples(cfg)) == teacher_requests(cfg, train_samples(cfg))[:48]
+    # collected again without held-out episodes, the old ones must not stay behind to be read as these
+    path, _, val = collect_teacher(no_val)
+    assert val == [] and not (path / "val").exists()
 
 
 def test_sft_data_from_a_dir_takes_its_held_out_episodes_from_val(tmp_path, ray_local):

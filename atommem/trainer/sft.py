@@ -13,9 +13,11 @@ drives `SFTTrainer` directly to train the control on from the same checkpoint.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -25,6 +27,8 @@ from atommem.errors import UserError
 from atommem.learner.sft import validation_metrics
 from atommem.tracking import RunLogger
 from atommem.trainer.inputs import model_path_of, train_samples
+
+VAL_DIR = "val"  # the held-out teacher episodes, under the SFT data dir
 
 
 def sft_learner_config(cfg: Config) -> Config:
@@ -110,18 +114,17 @@ def collect_teacher(cfg: Config) -> tuple[Path, list, list]:
     path = write_trajectories(kept, sft_data_dir(cfg))
     if val:
         write_trajectories(val, path / VAL_DIR)
+    elif (path / VAL_DIR).exists():  # an earlier collection's held-out episodes would be read as this one's
+        shutil.rmtree(path / VAL_DIR)
     print(f"teacher: {len(requests)} episodes, mean reward {np.mean(rewards):.3f}, kept {len(kept)} (+{len(val)} held out) -> {path}")
     return path, kept, val
 
 
-VAL_DIR = "val"  # the held-out teacher episodes, under the SFT data dir
-
-
 class SFTData:
     """Teacher trajectories as object refs, drawn `batch_size` per step in a resumable seeded order, and the
-    held-out ones (`val_refs`) validation scores."""
+    held-out ones that validation scores (`val_refs`)."""
 
-    def __init__(self, refs: list, batch_size: int, seed: int = 0, val_refs: list = ()):
+    def __init__(self, refs: list, batch_size: int, seed: int = 0, val_refs: Sequence = ()):
         if not refs:
             raise UserError("no SFT trajectories: the teacher kept none (lower sft.min_reward or check the teacher)")
         self.refs = refs
