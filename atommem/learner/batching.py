@@ -98,14 +98,19 @@ def _tail_logits(model, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
     return out.logits[:, :-1].float(), mb.input_ids[:, -width:]
 
 
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax at the targets without the full (B, W, V) log-softmax, and the log normaliser."""
+    log_norm = torch.logsumexp(logits, dim=-1)
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm, log_norm
+
+
 def token_logprobs(
     model, mb: MicroBatch, with_entropy: bool = False, entropy_grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logprob of each of the last W tokens under `model` (float32, (B, W)), and its entropy when asked
     (differentiable only with `entropy_grad`, i.e. when an entropy bonus enters the loss)."""
     logits, targets = _tail_logits(model, mb)
-    log_norm = torch.logsumexp(logits, dim=-1)
-    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
+    logprobs, log_norm = _target_logprobs(logits, targets)
     entropy = None
     if with_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
@@ -117,5 +122,4 @@ def token_logprobs(
 def teacher_forced(model, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Logprob of each of the last W tokens (B, W) and whether it is the model's argmax there (B, W bool)."""
     logits, targets = _tail_logits(model, mb)
-    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return logprobs, logits.argmax(-1) == targets
+    return _target_logprobs(logits, targets)[0], logits.argmax(-1) == targets

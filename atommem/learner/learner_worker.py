@@ -331,11 +331,12 @@ class LearnerWorker:
         self.engine.eval()
         with torch.no_grad():
             for i, mb in enumerate(micro_batches):
-                logp, hit = teacher_forced(self.engine, self._to_device(mb))  # padding batches too: ZeRO-3 gathers
+                mb = self._to_device(mb)
+                logp, hit = teacher_forced(self.engine, mb)  # padding batches too: ZeRO-3 gathers
                 if i >= len(packs):
                     continue
                 for j, row in enumerate(packs[i]):
-                    on = mb.response_mask[j].to(self.device).bool()
+                    on = mb.response_mask[j].bool()
                     right = hit[j][on]
                     scores.append(RowScore(row.label, bool(right[0]), bool(right.all()), float(-logp[j][on].sum()), int(on.sum())))
         return scores

@@ -158,6 +158,7 @@ class SFTTrainer:
         self.learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="sft")
         self.step = 0
         self.validation: dict[str, float] = {}  # the latest validate()
+        self.validated_step: int | None = None  # the step it was taken at
 
     def run(self, steps: int, seconds: float | None = None) -> int:
         """Train until step `steps` or for `seconds` of training time (validation not counted), whichever comes
@@ -186,13 +187,14 @@ class SFTTrainer:
         if metrics is not None and logged != self.step:  # the last step, however the loop ended
             self._log(metrics, t0)
         bar.close()
-        if self.data.val_refs and not (every and self.step % every == 0):
+        if self.data.val_refs and self.validated_step != self.step:
             self.validate()
         return self.step
 
     def validate(self) -> dict[str, float]:
         """Teacher-forced accuracy on the held-out episodes, per turn state and teacher action; logged at this step."""
         self.validation = validation_metrics(self.learner.score_sft(self.data.val_refs))
+        self.validated_step = self.step
         self.logger.log(self.step, self.validation, phase=self.phase)
         return self.validation
 
