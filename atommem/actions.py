@@ -58,6 +58,8 @@ class Answer:
 Action = Union[Read, Create, Update, Delete, Scratchpad, Answer]
 
 ACTION_KINDS = ("read", "create", "update", "delete", "scratchpad", "answer")
+# `env.action_set`: the AtomMem action language, or MemAgent's (rewrite one note every chunk, answer from it)
+ACTION_SETS = {"atomic": frozenset(ACTION_KINDS), "overwrite": frozenset({"scratchpad", "answer"})}
 
 PARSE_ERROR_KINDS = (
     "unclosed_tag",
@@ -110,6 +112,11 @@ class ParseResult:
 def action_kind(a: Action) -> str:
     """The key of ``a`` in action counts (one of ACTION_KINDS)."""
     return _KIND_OF_TYPE[type(a)]
+
+
+def tag_of(a: Action) -> str:
+    """The tag name that writes ``a`` (``add_memory`` for a Create)."""
+    return _TAG_OF_TYPE[type(a)]
 
 
 def _snippet(s: str) -> str:
@@ -238,9 +245,15 @@ def parse_actions(text: str, strict: bool = False) -> ParseResult:
     return ParseResult(actions, errors)
 
 
+def final_answer(value: str) -> str:
+    """`<final_answer>` for `value`, spaces inside the braces (stripped on parsing): the value then tokenizes
+    as the word it is in memory or a chunk (" pie"), so a tiny model answers by copying one token."""
+    return render_action(Answer(f"\\boxed{{ {value} }}", value))
+
+
 def render_action(a: Action) -> str:
     """Canonical text of an action: one space inside each tag, so ``parse_actions`` gives ``a`` back."""
-    tag = _TAG_OF_TYPE[type(a)]
+    tag = tag_of(a)
     if isinstance(a, Read):
         body = a.query
     elif isinstance(a, Update):

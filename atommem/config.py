@@ -54,6 +54,7 @@ class EnvConfig:
     format_penalty: float = 0.0  # subtracted from the episode reward per turn with a format/action error
     show_questions_while_reading: bool = True  # the questions appear in reading prompts
     prompt_style: Literal["full", "compact"] = "full"  # compact: terse instructions for tiny models
+    action_set: Literal["atomic", "overwrite"] = "atomic"  # atomic: the whole action language; overwrite: MemAgent's, only update_memory (rewrite the note) and final_answer, any other tag is an error
 
 
 @dataclass
@@ -186,7 +187,7 @@ class SFTConfig:
     lr: float = 1e-5
     batch_size: int = 32  # teacher trajectories per step (each of their turns is a row)
     min_reward: float = 0.5  # keep teacher trajectories at or above this reward
-    teacher: Literal["oracle", "openai"] = "oracle"  # who plays the SFT episodes
+    teacher: Literal["oracle", "memagent-scripted", "openai"] = "oracle"  # who plays the SFT episodes: the scripted oracle (teacher_* below), the scripted MemAgent workflow (the teacher of env.action_set: overwrite), or a model behind engine.kind: openai
     teacher_episodes: int = 1000  # teacher episodes to collect
     teacher_store_relevant_p: float = 1.0  # oracle teacher: chance it stores a fact the questions need
     teacher_store_distractor_p: float = 0.0  # oracle teacher: chance it stores an unneeded fact

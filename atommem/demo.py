@@ -46,7 +46,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     from atommem.runtime import init_ray
     from atommem.trainer.grpo import GRPOTrainer, eval_record
     from atommem.trainer.inputs import dev_samples, model_path_of
-    from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher, oracle_teacher_kwargs
+    from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher, scripted_teacher
 
     t_start = time.monotonic()
     run_dir = Path(run_dir)
@@ -123,8 +123,9 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     t0 = time.monotonic()
     scripted = evaluate_policies(cfg, base_model, dev, [*SCRIPTED_BASELINES, "oracle"], tag="baselines", progress=False)
     ev_teacher = None
-    if cfg.sft.teacher == "oracle":
-        with evaluation_runners(cfg, "oracle", base_model, policy_kwargs=oracle_teacher_kwargs(cfg)) as runners:
+    teacher = scripted_teacher(cfg)
+    if teacher is not None:
+        with evaluation_runners(cfg, teacher[0], base_model, policy_kwargs=teacher[1]) as runners:
             ev_teacher = run_eval(runners, cfg, dev, "teacher", tag="teacher")
     lap("baselines", t0)
     best = max((r for r in scripted if r.policy in SCRIPTED_BASELINES), key=lambda r: r.em)
@@ -137,9 +138,13 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     named = {"teacher": ev_teacher, "sft": ev_sft, "grpo": ev_grpo, "sft_control": ev_ctrl}
     report = {
         "seed": cfg.trainer.seed,
+        "action_set": cfg.env.action_set,
+        "teacher": cfg.sft.teacher,
         "dev_questions": n_questions,
         "dev_episodes": ev_sft.summary["episodes"],
         "em": {"sft": ev_sft.em, "grpo": ev_grpo.em, "sft_control": ev_ctrl.em},
+        # per dev sample id, its questions' correctness: what `atommem compare-demos` pairs across runs
+        "correct_by_episode": {"sft": a, "grpo": b, "sft_control": c},
         "grpo_minus_sft": {"diff": d_sft, "ci95": [lo_sft, hi_sft]},
         "grpo_minus_control": {"diff": d_ctrl, "ci95": [lo_ctrl, hi_ctrl]},
         "grpo_minus_best_baseline": {"policy": best.policy, "diff": d_base, "ci95": [lo_base, hi_base]},
@@ -176,6 +181,45 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
 # (state, kind) series of the GRPO rollouts plotted over steps: where the paper's direction should show
 _STATE_SERIES = (("revision", "update"), ("revision", "create"), ("revision", "delete"), ("relevant", "create"),
                  ("distractor", "create"))
+
+
+MODELS = ("sft", "grpo", "sft_control")  # the models a demo run scores on dev
+
+
+def compare_demos(run_a: str | Path, run_b: str | Path, model: str = "grpo") -> dict:
+    """`model` of two demo runs (e.g. the atomic and the overwrite action set, `configs/tiny_cpu_overwrite.yaml`)
+    on the same dev episodes: each one's EM and B - A with its paired bootstrap CI; printed and returned."""
+    from atommem.errors import UserError
+    from atommem.eval.scores import paired_bootstrap_diff
+
+    if model not in MODELS:
+        raise UserError(f"compare-demos --model must be one of {', '.join(MODELS)}, got {model!r}")
+    runs = [Path(run_a), Path(run_b)]
+    reports = []
+    for run in runs:
+        path = run / "report.json"
+        if not path.is_file():
+            raise UserError(f"{path} not found: give the run dir of a finished `atommem demo`")
+        report = json.loads(path.read_text())
+        if "correct_by_episode" not in report:
+            raise UserError(f"{path} has no per-episode results (a demo from before they were recorded): rerun atommem demo")
+        reports.append(report)
+    correct = [r["correct_by_episode"][model] for r in reports]
+    if set(correct[0]) != set(correct[1]):
+        raise UserError(f"{runs[0]} and {runs[1]} were scored on different dev episodes (data.dev or data.dev_samples differ)")
+    diff, lo, hi = paired_bootstrap_diff(correct[1], correct[0], seed=reports[1]["seed"])
+    out = {
+        "model": model,
+        "questions": sum(len(v) for v in correct[0].values()),
+        "runs": [{"run_dir": str(run), "action_set": r.get("action_set", "atomic"), "em": r["em"][model]}
+                 for run, r in zip(runs, reports)],
+        "b_minus_a": {"diff": diff, "ci95": [lo, hi]},
+    }
+    a, b = out["runs"]
+    print(f"dev EM ({model}): {a['action_set']} {a['em']:.3f} ({a['run_dir']}) vs {b['action_set']} {b['em']:.3f} "
+          f"({b['run_dir']}): {b['action_set']} - {a['action_set']} {diff:+.3f}, 95% CI {_ci(lo, hi)} "
+          f"(n={out['questions']} questions)")
+    return out
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -232,7 +276,8 @@ def _write_report(run_dir: Path, report: dict) -> None:
     lines = [
         "# AtomMem demo report",
         "",
-        f"Seed {report['seed']}; {report['dev_questions']} dev questions in {report['dev_episodes']} episodes; greedy decoding.",
+        f"Seed {report['seed']}; action set {report['action_set']} (teacher {report['teacher']}); "
+        f"{report['dev_questions']} dev questions in {report['dev_episodes']} episodes; greedy decoding.",
         "",
         "| model | dev EM |",
         "|---|---|",

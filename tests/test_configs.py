@@ -117,7 +117,7 @@ def test_qwen3_sft_config_keeps_good_teacher_episodes():
     assert cfg.learner.num_learners * cfg.learner.num_gpus == GPUS_PER_NODE
 
 
-@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "tiny_cpu_v1.yaml", "tiny_cpu_60min.yaml"])
+@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "tiny_cpu_v1.yaml", "tiny_cpu_60min.yaml", "tiny_cpu_overwrite.yaml"])
 def test_demo_config_chunks_hold_exactly_one_document_of_whole_facts(tmp_path, name):
     """The demo configs size chunk_tokens to one document (facts_per_chunk facts) of the tiny tokenizer: a
     chunk boundary inside a fact would leave the policy half a fact to copy (the demo's copy skill depends on it)."""
@@ -139,8 +139,7 @@ def test_demo_config_chunks_hold_exactly_one_document_of_whole_facts(tmp_path, n
         assert [doc.match(c)[1] for c in chunks.chunks] == [d.text for d in sample.documents]
 
 
-def test_the_60min_config_is_the_demo_with_more_training_only():
-    """The longer run's numbers stand for the demo's task and model: the two configs may differ in training time only."""
+def _flat_config(name: str) -> dict:
     import dataclasses
 
     def flat(d, prefix=""):
@@ -149,7 +148,18 @@ def test_the_60min_config_is_the_demo_with_more_training_only():
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
         return out
 
-    root = Path(__file__).resolve().parents[1] / "configs"
-    demo, long = (flat(dataclasses.asdict(load_config(root / n))) for n in ("tiny_cpu.yaml", "tiny_cpu_60min.yaml"))
+    return flat(dataclasses.asdict(load_config(Path(__file__).resolve().parents[1] / "configs" / name)))
+
+
+def test_the_60min_config_is_the_demo_with_more_training_only():
+    """The longer run's numbers stand for the demo's task and model: the two configs may differ in training time only."""
+    demo, long = _flat_config("tiny_cpu.yaml"), _flat_config("tiny_cpu_60min.yaml")
     assert {k for k in demo if demo[k] != long[k]} == {"sft.steps", "sft.time_budget_s", "trainer.time_budget_s", "trainer.eval_every"}
     assert long["sft.steps"] > demo["sft.steps"] and long["trainer.time_budget_s"] > demo["trainer.time_budget_s"]
+
+
+def test_the_overwrite_config_is_the_demo_with_memagents_action_set_only():
+    """Atomic vs overwrite is a comparison of action sets: same task, model, data and training budgets."""
+    demo, over = _flat_config("tiny_cpu.yaml"), _flat_config("tiny_cpu_overwrite.yaml")
+    assert {k for k in demo if demo[k] != over[k]} == {"env.action_set", "sft.teacher"}
+    assert (over["env.action_set"], over["sft.teacher"]) == ("overwrite", "memagent-scripted")

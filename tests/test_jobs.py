@@ -40,7 +40,7 @@ def test_every_job_file_in_jobs_is_known():
     assert {p.stem for p in (ROOT / "jobs").glob("*.py")} == set(STAGES) == set(JOBS)
 
 
-@pytest.mark.parametrize("name", sorted(set(COMMANDS) - {"data", "env", "model"}))
+@pytest.mark.parametrize("name", sorted(set(COMMANDS) - {"data", "env", "model", "compare-demos"}))
 def test_command_help_lists_config_and_set(name, capsys):
     with pytest.raises(SystemExit) as exit_:
         run_command(name, ["--help"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from atommem.actions import Answer, extract_boxed, render_action
+from atommem.actions import extract_boxed, final_answer
 from atommem.data.synthetic import UNKNOWN
 from atommem.errors import UserError
 from atommem.policies.base import PolicyOutput
@@ -60,8 +60,7 @@ def answer_of(text: str) -> str:
 
 def answer_action(answer: str) -> str:
     """The workflow's `<final_answer>` for `answer` (`unknown` when empty)."""
-    answer = answer or UNKNOWN
-    return render_action(Answer(f"\\boxed{{{answer}}}", answer))
+    return final_answer(answer or UNKNOWN)
 
 
 async def generate_answer(engine: Any, tokenizer: Any, sampling: "SamplingParams", messages: list[dict]) -> PolicyOutput:

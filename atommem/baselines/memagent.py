@@ -6,7 +6,9 @@ answer from the memory; the workflow wraps them in `<update_memory>` / `<final_a
 (by default the agent's own budget, `memory.max_entries`, when the env bounds memory; else 4), the facts
 the questions need so far (a 2-hop question's second fact once its friend is known) first, then the most
 recent others;
-it answers by following the question's chain through that memory. No long-term store, no queries.
+it answers by following the question's chain through that memory. No long-term store, no queries. Given a
+tokenizer it records token ids, so it can be the SFT teacher of the overwrite action set
+(`sft.teacher: memagent-scripted`, `env.action_set: overwrite`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from atommem.baselines import prompts
 from atommem.baselines.facts import Fact, facts_in, needed_pairs, resolve
 from atommem.baselines.generate import answer_action, check_model_args, generate, generate_answer, strip_tags
 from atommem.errors import UserError
-from atommem.policies.base import PolicyOutput
+from atommem.policies.base import PolicyOutput, check_teacher_tokenizer, scripted_output
 
 if TYPE_CHECKING:
     from atommem.env.memory_env import MemoryEnv
@@ -50,12 +52,15 @@ class ScriptedMemAgentPolicy:
 
     DEFAULT_KEEP = 4  # fact lines when the env's memory is unbounded
 
-    def __init__(self, keep: int | None = None, **_model_args: Any):
+    def __init__(self, keep: int | None = None, tokenizer: Any = None, **_model_args: Any):
         """`keep` None: the env's `memory.max_entries` (the same budget as the agent's store), else DEFAULT_KEEP.
-        `_model_args` (engine, tokenizer, sampling) are accepted and unused, so the registry builds all alike."""
+        `tokenizer`: record prompt and response ids (as a teacher). `_model_args` (engine, sampling) are
+        accepted and unused, so the registry builds all alike."""
         if keep is not None and keep < 1:
             raise UserError(f"memagent-scripted keep must be >= 1, got {keep}")
+        check_teacher_tokenizer("memagent-scripted", tokenizer)
         self.keep = keep
+        self._tokenizer = tokenizer
 
     def _rewrite(self, questions: list[str], memory: list[Fact], chunk: str, keep: int) -> list[Fact]:
         facts = list(dict.fromkeys(memory + facts_in(chunk)))  # old then new, deduplicated, in order
@@ -73,5 +78,5 @@ class ScriptedMemAgentPolicy:
             keep = self.keep or env.memory.max_entries or self.DEFAULT_KEEP
             kept = self._rewrite(obs.questions, memory, obs.chunk_text, keep)
             text = " ; ".join(" ".join(f) for f in kept)
-            return PolicyOutput(text=render_action(Scratchpad(text)) if text else "")
-        return PolicyOutput(text=answer_action(resolve(obs.questions[obs.question_index], memory)))
+            return scripted_output(render_action(Scratchpad(text)) if text else "", env, self._tokenizer)
+        return scripted_output(answer_action(resolve(obs.questions[obs.question_index], memory)), env, self._tokenizer)

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command("atommem.commands.training:train", "GRPO training: rollouts on Ray, DeepSpeed learner group",
                      job="train_grpo", drains=True),
     "demo": Command("atommem.commands.demo:main", "the embedded default: tiny SFT -> GRPO -> eval on CPU"),
+    "compare-demos": Command("atommem.commands.demo:compare_main", "one model of two demo runs on the same dev episodes, paired CI"),
     "eval": Command("atommem.commands.eval:main", "evaluate policies and baselines on a dataset", job="evaluate"),
     "serve": Command("atommem.commands.serve:main", "serve a trained agent over HTTP with Ray Serve", job="serve",
                      drains=True),
@@ -48,7 +49,7 @@ JOBS: dict[str, str] = {c.job: name for name, c in COMMANDS.items() if c.job}  #
 
 def usage() -> str:
     lines = ["usage: atommem <command> [args]", "", "commands:"]
-    lines += [f"  {name:<12} {c.help}" for name, c in COMMANDS.items()]
+    lines += [f"  {name:<14} {c.help}" for name, c in COMMANDS.items()]
     return "\n".join(lines)
 
 

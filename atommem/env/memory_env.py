@@ -7,7 +7,8 @@ questions are posed one at a time in order; the agent may query (at most `max_re
 row) and must give final_answer within `max_answer_steps` turns, else the question stays unanswered.
 The persistent query is cleared when the answer phase starts and whenever a new question is posed, so
 each question starts from an empty retrieval. Malformed or impossible actions are no-ops, reported in
-the next prompt and counted as "error". With `strict_format` a response with any format error (text
+the next prompt and counted as "error", as is a tag outside `env.action_set` (overwrite: MemAgent's, only
+`update_memory` and `final_answer`). With `strict_format` a response with any format error (text
 outside tags, a broken tag, a cut-off generation) has no effect at all. With `memory.max_entries`, an add
 into a full store is such a no-op too ("memory is full"), so the agent must modify or delete to make room. The reward (mean exact match minus the format penalty per turn
 with an error) arrives on the terminating step only.
@@ -34,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from atommem.actions import ACTION_KINDS, Answer, Create, Delete, Read, Scratchpad, Update, parse_actions
+from atommem.actions import ACTION_KINDS, ACTION_SETS, Answer, Create, Delete, Read, Scratchpad, Update, action_kind, parse_actions, tag_of
 from atommem.config import EmbedderConfig, EnvConfig, MemoryConfig, from_dict
 from atommem.data.schema import Sample
 from atommem.errors import DataError
@@ -221,9 +222,12 @@ class MemoryEnv(gym.Env):
         actions = [] if cfg.strict_format and errors else list(parsed.actions)
 
         answering = self._phase == "answer"
+        allowed = ACTION_SETS[cfg.action_set]
         valid = []
         for a in actions:
-            if isinstance(a, Answer) and not answering:
+            if action_kind(a) not in allowed:
+                errors.append(f"{tag_of(a)}: not in this action set (env.action_set: {cfg.action_set}; ignored)")
+            elif isinstance(a, Answer) and not answering:
                 errors.append("final_answer: no question is posed while reading (ignored)")
             elif isinstance(a, Answer) and a.answer is None:
                 continue  # the parser already reported no_boxed
@@ -383,6 +387,7 @@ class MemoryEnv(gym.Env):
                 max_read_only_turns=self._cfg.max_read_only_turns,
                 show_questions=self._cfg.show_questions_while_reading,
                 strict=self._cfg.strict_format,
+                action_set=self._cfg.action_set,
             )
         return [dict(m) for m in self._messages_cache]
 

@@ -39,6 +39,24 @@ The chunk says Ada Lovelace was born in London; question 1 asks for it.
 Example answering response:
 <final_answer>\\boxed{London}</final_answer>"""
 
+# env.action_set: overwrite (MemAgent's workflow): one note rewritten every chunk, no long-term store
+OVERWRITE_FULL_SYSTEM = """You are a reading agent with a memory. You read a long context one chunk at a time, then answer questions about it. You cannot see earlier chunks again: whatever you will need later must be in your memory.
+
+Your memory is one note, shown in every prompt. After each chunk, write the whole new note: it replaces the old one, so keep what you still need and add what the chunk adds.
+
+Act by writing tags. {outside}
+<update_memory>text</update_memory> : replace the note with text (reading phase).
+<final_answer>\\boxed{answer}</final_answer> : answer the question being asked (answering phase only).
+
+Reading: after each response the next chunk is shown. Answering: questions are asked one at a time; answer from your note with a short answer inside \\boxed{}.
+A mistake (unclosed tag, empty tag, any other tag) does nothing and is reported in your next prompt.
+
+Example reading response:
+<update_memory>Ada Lovelace was born in London.</update_memory>
+Example answering response:
+<final_answer>\\boxed{London}</final_answer>"""
+OVERWRITE_COMPACT_SYSTEM = "keep what the questions need in notes, then answer from notes."
+
 OUTSIDE_LENIENT = "Text outside tags is ignored (use it to think)."
 OUTSIDE_STRICT = "Write nothing but tags separated by spaces: any other text voids the whole response."
 COMPACT_SYSTEM = "store what the questions need, then answer from memory."
@@ -65,22 +83,24 @@ def _error_kinds(errors: list[str]) -> str:
     return " | ".join(k if n == 1 else f"{k} x{n}" for k, n in counts.items())
 
 
-def _full_user(obs: Observation, show_questions: bool) -> str:
+def _full_user(obs: Observation, show_questions: bool, store: bool) -> str:
     parts: list[str] = []
     if show_questions and obs.phase == "read":
         lines = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(obs.questions))
         parts.append(f"Questions you will be asked after reading:\n{lines}")
-    parts.append(f"Scratchpad:\n{obs.scratchpad or '(empty)'}")
-    parts.append(f"Current query: {obs.query or _NONE}\nRetrieved memory:\n{obs.retrieved_text or _NONE}")
+    parts.append(f"Scratchpad:\n{obs.scratchpad or '(empty)'}" if store else f"Note:\n{obs.scratchpad or '(empty)'}")
+    if store:
+        parts.append(f"Current query: {obs.query or _NONE}\nRetrieved memory:\n{obs.retrieved_text or _NONE}")
     if obs.errors:
         parts.append("Errors in your last response (they had no effect):\n" + "\n".join(_error_lines(obs.errors)))
     if obs.phase == "read":
         parts.append(f"Chunk {obs.chunk_index + 1} of {obs.num_chunks}:\n{obs.chunk_text}")
     elif obs.phase == "answer":
         n = len(obs.questions)
+        how = "Look up memory with <update_query> if needed, then answer" if store else "Answer from your note"
         parts.append(
             f"All chunks are read. Question {obs.question_index + 1} of {n}:\n{obs.questions[obs.question_index]}\n"
-            "Look up memory with <update_query> if needed, then answer with <final_answer>\\boxed{answer}</final_answer>."
+            f"{how} with <final_answer>\\boxed{{answer}}</final_answer>."
         )
     else:
         parts.append("The episode is over.")
@@ -91,12 +111,13 @@ def _line(label: str, value: str) -> str:
     return f"{label}: {value}" if value else f"{label}:"
 
 
-def _compact_user(obs: Observation, show_questions: bool) -> str:
+def _compact_user(obs: Observation, show_questions: bool, store: bool) -> str:
     lines: list[str] = []
     if show_questions and obs.phase == "read":
         lines.append(_line("questions", " | ".join(obs.questions)))
-    lines.append(_line("query", obs.query))
-    lines.append(_line("memory", " | ".join(obs.retrieved_text.splitlines())))
+    if store:
+        lines.append(_line("query", obs.query))
+        lines.append(_line("memory", " | ".join(obs.retrieved_text.splitlines())))
     lines.append(_line("notes", obs.scratchpad))
     lines.append(_line("errors", _error_kinds(obs.errors)))
     if obs.phase == "read":
@@ -106,12 +127,16 @@ def _compact_user(obs: Observation, show_questions: bool) -> str:
     return "\n".join(lines)
 
 
-def system_prompt(style: PromptStyle, max_read_only_turns: int = 3, strict: bool = False) -> str:
+def system_prompt(
+    style: PromptStyle, max_read_only_turns: int = 3, strict: bool = False, action_set: str = "atomic"
+) -> str:
+    store = action_set == "atomic"
     if style == "full":
         outside = OUTSIDE_STRICT if strict else OUTSIDE_LENIENT
-        return FULL_SYSTEM.replace("{max_read_only}", str(max_read_only_turns)).replace("{outside}", outside)
+        text = FULL_SYSTEM if store else OVERWRITE_FULL_SYSTEM
+        return text.replace("{max_read_only}", str(max_read_only_turns)).replace("{outside}", outside)
     if style == "compact":
-        return COMPACT_SYSTEM
+        return COMPACT_SYSTEM if store else OVERWRITE_COMPACT_SYSTEM
     raise ValueError(f"unknown prompt style {style!r} (use 'full' or 'compact')")
 
 
@@ -122,11 +147,14 @@ def render_messages(
     max_read_only_turns: int = 3,
     show_questions: bool = True,
     strict: bool = False,
+    action_set: str = "atomic",
 ) -> list[dict]:
     """Chat messages (system + user) for one turn; `show_questions` lists the questions while reading,
-    `strict` tells the agent that text outside tags voids a response."""
-    system = system_prompt(style, max_read_only_turns, strict)
-    user = _full_user(obs, show_questions) if style == "full" else _compact_user(obs, show_questions)
+    `strict` tells the agent that text outside tags voids a response; with `action_set` "overwrite" the
+    prompts describe and show only the note (MemAgent: no store, no queries)."""
+    system = system_prompt(style, max_read_only_turns, strict, action_set)
+    store = action_set == "atomic"
+    user = _full_user(obs, show_questions, store) if style == "full" else _compact_user(obs, show_questions, store)
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": user},

@@ -12,6 +12,7 @@ LLM judge. Model-driven policies play on Ray (`EnvRunnerGroup` over an `EngineFl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,9 @@ def evaluation_runners(cfg: Config, policy: str, model_path: str | None, engines
         return EnvRunnerGroup(cfg, factory, list(engines), model_path)
     from atommem.rollout.local_runners import LocalRunners
 
+    # A scripted workflow writes with its own part of the action language (MemAgent only the note), so it
+    # plays the whole language whatever env.action_set a model under comparison was trained with.
+    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, action_set="atomic"))
     return LocalRunners(cfg, factory, model_path)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from atommem.errors import UserError
 
 if TYPE_CHECKING:
     from atommem.env.memory_env import MemoryEnv
@@ -23,3 +25,18 @@ class Policy(Protocol):
     async def act(self, env: "MemoryEnv") -> PolicyOutput:
         """One turn for `env`'s current observation; a policy instance serves ONE episode."""
         ...
+
+
+def check_teacher_tokenizer(name: str, tokenizer: Any) -> None:
+    """A scripted teacher records token ids only with a tokenizer that has an eos token to end them."""
+    if tokenizer is not None and tokenizer.eos_token_id is None:
+        raise UserError(f"{name} needs a tokenizer with an eos token to build response ids")
+
+
+def scripted_output(text: str, env: "MemoryEnv", tokenizer: Any) -> PolicyOutput:
+    """A scripted policy's turn; with a tokenizer also the ids a model would have been sent and have answered
+    (the prompt, the response then eos), so the turn is an SFT row."""
+    if tokenizer is None:
+        return PolicyOutput(text=text)
+    response_ids = list(tokenizer.encode(text, add_special_tokens=False)) + [tokenizer.eos_token_id]
+    return PolicyOutput(text=text, prompt_ids=env.prompt_ids(tokenizer), response_ids=response_ids)

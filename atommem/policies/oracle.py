@@ -31,10 +31,10 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from atommem.actions import Answer, Create, Delete, Read, Update, render_action
+from atommem.actions import Create, Delete, Read, Update, final_answer, render_action
 from atommem.data.synthetic import UNKNOWN, fact_text
 from atommem.errors import UserError
-from atommem.policies.base import PolicyOutput
+from atommem.policies.base import PolicyOutput, check_teacher_tokenizer, scripted_output
 
 if TYPE_CHECKING:
     from atommem.env.memory_env import MemoryEnv
@@ -82,8 +82,7 @@ class OraclePolicy:
         ):
             if not 0.0 <= p <= 1.0:
                 raise UserError(f"OraclePolicy {name} must be in [0, 1], got {p}")
-        if tokenizer is not None and tokenizer.eos_token_id is None:
-            raise UserError("OraclePolicy needs a tokenizer with an eos token to build response ids")
+        check_teacher_tokenizer("OraclePolicy", tokenizer)
         self._tokenizer = tokenizer
         self._p_relevant = store_relevant_p
         self._p_distractor = store_distractor_p
@@ -97,12 +96,7 @@ class OraclePolicy:
         self._entity = ""
 
     async def act(self, env: "MemoryEnv") -> PolicyOutput:
-        text = self.respond(env)
-        if self._tokenizer is None:
-            return PolicyOutput(text=text)
-        tok = self._tokenizer
-        response_ids = list(tok.encode(text, add_special_tokens=False)) + [tok.eos_token_id]
-        return PolicyOutput(text=text, prompt_ids=env.prompt_ids(tok), response_ids=response_ids)
+        return scripted_output(self.respond(env), env, self._tokenizer)
 
     def respond(self, env: "MemoryEnv") -> str:
         """The response text for `env`'s current turn."""
@@ -198,12 +192,12 @@ class OraclePolicy:
         if value is None and self._answer_top_hit:
             value = _top_value(obs.retrieved_text)
         if value is None:
-            return _answer(UNKNOWN)
+            return final_answer(UNKNOWN)
         if self._hop + 1 < len(path):
             self._hop += 1
             self._entity = value
             return render_action(Read(f"{value} {path[self._hop]}"))
-        return _answer(value)
+        return final_answer(value)
 
 
 def _top_value(retrieved_text: str) -> str | None:
@@ -211,7 +205,3 @@ def _top_value(retrieved_text: str) -> str | None:
     return next((words[-1] for words in _entry_words(retrieved_text) if words), None)
 
 
-def _answer(value: str) -> str:
-    # Spaces inside the braces (stripped on parsing) make the value tokenize as the same word it is in
-    # memory (" pie"), so imitating the answer is a copy of one token, not a respelling ("{p" "ie}").
-    return render_action(Answer(f"\\boxed{{ {value} }}", value))

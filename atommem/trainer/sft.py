@@ -44,15 +44,25 @@ def sft_data_dir(cfg: Config) -> Path:
     return Path(cfg.sft.data) if cfg.sft.data else Path(cfg.trainer.run_dir) / "sft_data"
 
 
-def oracle_teacher_kwargs(cfg: Config) -> dict:
-    """The scripted oracle teacher's settings from `sft.teacher_*` (also what the demo scores it with)."""
-    return {
-        "store_relevant_p": cfg.sft.teacher_store_relevant_p,
-        "store_distractor_p": cfg.sft.teacher_store_distractor_p,
-        "answer_top_hit": cfg.sft.teacher_answer_top_hit,
-        "weak_attributes": list(cfg.sft.teacher_weak_attributes),
-        "weak_update_p": cfg.sft.teacher_weak_update_p,
-    }
+def scripted_teacher(cfg: Config) -> tuple[str, dict] | None:
+    """(policy name, its settings) of a scripted `sft.teacher` (also what the demo scores it with); None
+    for a model teacher. The oracle's settings come from `sft.teacher_*`."""
+    if cfg.sft.teacher == "oracle":
+        if cfg.env.action_set != "atomic":
+            raise UserError(
+                f"sft.teacher: oracle writes with the whole action language, but env.action_set is {cfg.env.action_set!r}; "
+                "use sft.teacher: memagent-scripted for the overwrite action set"
+            )
+        return "oracle", {
+            "store_relevant_p": cfg.sft.teacher_store_relevant_p,
+            "store_distractor_p": cfg.sft.teacher_store_distractor_p,
+            "answer_top_hit": cfg.sft.teacher_answer_top_hit,
+            "weak_attributes": list(cfg.sft.teacher_weak_attributes),
+            "weak_update_p": cfg.sft.teacher_weak_update_p,
+        }
+    if cfg.sft.teacher == "memagent-scripted":
+        return "memagent-scripted", {}
+    return None
 
 
 def teacher_requests(cfg: Config, samples: list) -> list:
@@ -87,8 +97,9 @@ def collect_teacher(cfg: Config) -> tuple[Path, list, list]:
     init_ray(cfg.cluster)
     requests = teacher_requests(cfg, samples)
     fleet = None
-    if cfg.sft.teacher == "oracle":
-        policy, kwargs = "oracle", oracle_teacher_kwargs(cfg)
+    scripted = scripted_teacher(cfg)
+    if scripted is not None:
+        policy, kwargs = scripted
     else:
         if cfg.engine.kind != "openai":
             raise UserError("sft.teacher: openai needs engine.kind: openai with engine.base_url of the teacher server")
