@@ -9,6 +9,9 @@
 5. the control: SFT trained on from the same checkpoint for GRPO's wall time;
 6. greedy dev evaluation of all three on the same episodes, the scripted workflows and the teacher on
    them too, paired bootstrap by episode, report + plots (action rates per turn state included).
+
+With `configs/tiny_cpu_overwrite.yaml` the same pipeline trains MemAgent's overwrite-only action set (the
+scripted MemAgent teaches it); `compare_demos` (`atommem compare-demos`) pairs two runs on their dev episodes.
 """
 
 from __future__ import annotations

@@ -184,3 +184,11 @@ def test_memagent_budget_defaults_to_the_agents_memory(revision_samples):
     same = _eval(cfg, revision_samples, "memagent-scripted")
     assert same.em == _eval(cfg, revision_samples, "memagent-scripted", keep=2).em
     assert same.em < _eval(cfg, revision_samples, "memagent-scripted", keep=8).em == 1.0
+
+
+def test_scripted_workflows_play_the_whole_language_whatever_action_set_the_model_has(revision_samples):
+    """Scored beside a model trained with MemAgent's action set, the workflows keep their own operations."""
+    cfg = _revisions_cfg()
+    cfg.env.action_set = "overwrite"
+    assert _eval(cfg, revision_samples, "oracle").em == 1.0
+    assert _eval(cfg, revision_samples, "memagent-scripted").em == _eval(_revisions_cfg(), revision_samples, "memagent-scripted").em

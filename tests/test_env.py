@@ -313,3 +313,21 @@ def test_turn_states_label_chunks_and_are_counted_per_state():
     assert plain.turn_state == "read"
     plain.step("")
     assert set(plain.result().state_counts) == {"read"}
+
+
+def test_overwrite_action_set_refuses_every_tag_but_the_note_and_the_answer():
+    env = make(action_set="overwrite")
+    _, _, _, _, info = env.step("<add_memory>zorp city lima</add_memory> <update_query>zorp city</update_query>")
+    assert info["errors"] == [
+        "add_memory: not in this action set (env.action_set: overwrite; ignored)",
+        "update_query: not in this action set (env.action_set: overwrite; ignored)",
+    ]
+    assert len(env.memory) == 0 and env.observation.query == "" and info["action_counts"]["error"] == 2
+    assert env.observation.chunk_index == 1  # no valid action: the chunk advances
+    assert env.observation.errors == info["errors"]  # reported in the next prompt
+    env.step("<update_memory>zorp city lima</update_memory>")
+    env.step("<update_memory>zorp city lima ; blick pet cat</update_memory>")
+    assert env.memory.scratchpad == "zorp city lima ; blick pet cat" and env.phase == "answer"
+    env.step(r"<final_answer>\boxed{lima}</final_answer>")
+    _, r, term, _, _ = env.step(r"<final_answer>\boxed{cat}</final_answer>")
+    assert term and r == 1.0 and env.result().action_counts["scratchpad"] == 2

@@ -110,3 +110,20 @@ def test_full_prompt_states_the_format_mode():
     strict = render_messages(obs(), "full", strict=True)[0]["content"]
     assert "Text outside tags is ignored" in lenient and "voids the whole response" in strict
     assert "{" + "outside}" not in lenient + strict
+
+
+def test_overwrite_prompts_describe_and_show_only_the_note():
+    """MemAgent's action set: no store and no queries, so neither the grammar nor the prompt mention them."""
+    state = obs(scratchpad="zorp city lima", errors=["add_memory: not in this action set"])
+    full_sys, full_user = render_messages(state, "full", action_set="overwrite")
+    for tag in ("update_memory", "final_answer"):
+        assert f"<{tag}>" in full_sys["content"]
+    for tag in set(TAG_NAMES) - {"update_memory", "final_answer"}:
+        assert f"<{tag}>" not in full_sys["content"], tag
+    assert "Note:\nzorp city lima" in full_user["content"] and "Retrieved memory" not in full_user["content"]
+    sys_msg, user = render_messages(state, "compact", action_set="overwrite")
+    assert "notes" in sys_msg["content"] and sys_msg != render_messages(state, "compact")[0]
+    assert user["content"].splitlines()[1:] == [
+        "notes: zorp city lima", "errors: add_memory", "chunk: Document 1:", "notes 1", "blick pet cat ."]
+    _, answer = render_messages(obs(phase="answer", question_index=0, scratchpad="zorp city lima"), "full", action_set="overwrite")
+    assert "Answer from your note" in answer["content"] and "update_query" not in answer["content"]

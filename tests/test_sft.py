@@ -102,3 +102,30 @@ def test_sft_data_from_a_dir_takes_its_held_out_episodes_from_val(tmp_path, ray_
     write_trajectories(held_out, tmp_path / "sft" / "val")
     data = SFTData.from_path(tmp_path / "sft", batch_size=2)
     assert len(data.refs) == 3 and [t.turns[0].response_ids for t in ray_local.get(data.val_refs)] == [[5, 6]]
+
+
+def test_the_scripted_memagent_teaches_the_overwrite_action_set(tmp_path, ray_local):
+    """Its episodes are SFT rows in the overwrite env: overwrite prompts, note rewrites and answers as token ids."""
+    from atommem.config import load_config
+    from atommem.errors import UserError
+    from atommem.models.loading import load_tokenizer
+    from atommem.trainer.sft import collect_teacher, scripted_teacher
+
+    cfg = load_config("configs/tiny_cpu_overwrite.yaml", [
+        f"data.train={tmp_path / 'data/train'}", f"data.dev={tmp_path / 'data/dev'}", "data.synth.num_samples=12",
+        "data.dev_samples=4", f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
+        "model.tiny.intermediate_size=64", "sft.teacher_episodes=6", "sft.val_episodes=0", f"sft.data={tmp_path / 'sft'}",
+        "rollout.envs_per_worker=8",
+    ])
+    with pytest.raises(UserError, match="memagent-scripted"):
+        scripted_teacher(replace(cfg, sft=replace(cfg.sft, teacher="oracle")))
+    _, kept, _ = collect_teacher(cfg)
+    tok = load_tokenizer(str(tmp_path / "model"))
+    trajectories = ray_local.get(kept)
+    assert len(trajectories) == 6 and all(0.0 <= t.reward <= 1.0 for t in trajectories)
+    turns = [turn for t in trajectories for turn in t.turns]
+    assert {turn.response_text.split(">")[0] for turn in turns} == {"<update_memory", "<final_answer"}
+    for turn in turns:
+        assert turn.response_ids == tok.encode(turn.response_text, add_special_tokens=False) + [tok.eos_token_id]
+        prompt = tok.decode(turn.prompt_ids)
+        assert "keep what the questions need in notes" in prompt and "query:" not in prompt

@@ -92,7 +92,13 @@ class RegistryPolicyFactory:
 def evaluation_runners(cfg: Config, policy: str, model_path: str | None, engines: Sequence[Any] = (),
                        policy_kwargs: dict | None = None) -> Any:
     """Runners that play `policy` at the evaluation temperature: a Ray `EnvRunnerGroup` on `engines` for
-    model-driven policies, in-process `LocalRunners` for scripted ones."""
+    model-driven policies, in-process `LocalRunners` for scripted ones. Only the trained policy plays
+    `env.action_set`: a baseline workflow writes with its own part of the action language (MemAgent only the
+    note), so it plays the whole language beside a model trained with either."""
+    from atommem.rollout.env_runner import MODEL_POLICIES
+
+    if policy not in MODEL_POLICIES:
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, action_set="atomic"))
     factory = RegistryPolicyFactory(policy, cfg, eval_temperature(cfg), policy_kwargs)
     if needs_model(policy):
         from atommem.rollout.env_runner_group import EnvRunnerGroup
@@ -102,9 +108,6 @@ def evaluation_runners(cfg: Config, policy: str, model_path: str | None, engines
         return EnvRunnerGroup(cfg, factory, list(engines), model_path)
     from atommem.rollout.local_runners import LocalRunners
 
-    # A scripted workflow writes with its own part of the action language (MemAgent only the note), so it
-    # plays the whole language whatever env.action_set a model under comparison was trained with.
-    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, action_set="atomic"))
     return LocalRunners(cfg, factory, model_path)
 
 

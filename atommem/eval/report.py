@@ -27,7 +27,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-STATE_KINDS = ("create", "update", "delete", "read", "answer", "error")  # the kinds per-state tables show
+STATE_KINDS = ("create", "update", "delete", "scratchpad", "read", "answer", "error")  # the kinds per-state tables show (those used)
 
 
 def state_rates_table(rates_by_name: dict[str, dict[str, dict[str, float]]], kinds: Sequence[str] = STATE_KINDS) -> str:
@@ -43,8 +43,10 @@ def state_rates_table(rates_by_name: dict[str, dict[str, dict[str, float]]], kin
 
 
 def plot_state_rates(rates_by_name: dict[str, dict[str, dict[str, float]]], out_png: str | Path,
-                     kinds: Sequence[str] = ("create", "update", "delete"), title: str = "Operations per turn by turn state") -> Path | None:
-    """One panel per turn state; in each, grouped bars (one colour per named policy) for `kinds`."""
+                     kinds: Sequence[str] = ("create", "update", "delete", "scratchpad"),
+                     title: str = "Operations per turn by turn state") -> Path | None:
+    """One panel per turn state; in each, grouped bars (one colour per named policy) for those of `kinds` any
+    policy used (a scratchpad bar only for an action set that writes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,6 +56,7 @@ def plot_state_rates(rates_by_name: dict[str, dict[str, dict[str, float]]], out_
     states = sorted({st for rates in rates_by_name.values() for st in rates})
     if not states:
         return None
+    kinds = [k for k in kinds if any(r.get(k, 0) for rates in rates_by_name.values() for r in rates.values())] or list(kinds)
     fig, axes = plt.subplots(1, len(states), figsize=(3.2 * len(states), 3.6), sharey=True, squeeze=False)
     width = 0.8 / max(1, len(names))
     for ax, st in zip(axes[0], states):
