@@ -214,7 +214,7 @@ def compare_demos(run_a: str | Path, run_b: str | Path, model: str = "grpo") -> 
     out = {
         "model": model,
         "questions": sum(len(v) for v in correct[0].values()),
-        "runs": [{"run_dir": str(run), "action_set": r.get("action_set", "atomic"), "em": r["em"][model]}
+        "runs": [{"run_dir": str(run), "action_set": r["action_set"], "em": r["em"][model]}
                  for run, r in zip(runs, reports)],
         "b_minus_a": {"diff": diff, "ci95": [lo, hi]},
     }

@@ -88,7 +88,7 @@ def _full_user(obs: Observation, show_questions: bool, store: bool) -> str:
     if show_questions and obs.phase == "read":
         lines = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(obs.questions))
         parts.append(f"Questions you will be asked after reading:\n{lines}")
-    parts.append(f"Scratchpad:\n{obs.scratchpad or '(empty)'}" if store else f"Note:\n{obs.scratchpad or '(empty)'}")
+    parts.append(f"{'Scratchpad' if store else 'Note'}:\n{obs.scratchpad or '(empty)'}")
     if store:
         parts.append(f"Current query: {obs.query or _NONE}\nRetrieved memory:\n{obs.retrieved_text or _NONE}")
     if obs.errors:
