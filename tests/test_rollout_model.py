@@ -58,3 +58,25 @@ def test_trajectory_tokens_are_the_envs_prompts_and_the_engines_samples(tmp_path
             assert turn.phase == env.phase
             env.step(turn.response_text, complete=turn.response_ids[-1] == tok.eos_token_id)
         assert env.done and env.result().reward == traj.reward
+
+
+def test_a_rollout_replays_its_tokens_from_its_seed_whatever_runs_beside_it(tmp_path):
+    model_dir = make_tiny_model_dir(tmp_path)
+    cfg = small_config(envs=8)
+    cfg.data.synth = TEST_SYNTH
+    cfg.sampling.max_tokens = 12
+    tok = load_tokenizer(model_dir)
+    engine = HFEngine(str(model_dir), max_batch_size=8, batch_wait_ms=1.0, seed=0)
+    runner = EnvRunner(cfg, "model", engines=[engine], tokenizer=tok)
+    requests = make_requests(generate_synthetic(TEST_SYNTH, n=3, seed=3), 2, seed=11)
+
+    def responses(batch):
+        async def main():
+            return await asyncio.gather(*(runner.run_episode(r) for r in batch))
+
+        return [[t.response_ids for t in traj.turns] for traj in asyncio.run(main())]
+
+    together = responses(requests)
+    assert responses(requests[:1]) == together[:1]  # alone, then beside five others: the same tokens
+    # two episodes of one group share a sample, not a seed: temperature 1.0 samples them apart
+    assert requests[0].sample is requests[1].sample and together[0] != together[1]

@@ -18,17 +18,23 @@ if TYPE_CHECKING:  # engines implement the interface a policy drives; policies n
 
 
 class ModelPolicy:
-    """One episode's policy: `await act(env)` generates one turn with `engine`."""
+    """One episode's policy: `await act(env)` generates one turn with `engine`. With `seed` (the episode's),
+    turn t samples with seed `seed * 2**16 + t`, so a seeded episode replays the same tokens from the same weights
+    whatever else the engine batches with it; without one the engine's own generator samples."""
 
-    def __init__(self, engine: "Engine", tokenizer: Any, sampling: "SamplingParams"):
+    def __init__(self, engine: "Engine", tokenizer: Any, sampling: "SamplingParams", seed: int | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
         self.sampling = sampling
+        self.seed = seed
+        self._turn = 0
         self._drop = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
 
     async def act(self, env: "MemoryEnv") -> PolicyOutput:
         prompt_ids = env.prompt_ids(self.tokenizer)
-        gen = await self.engine.generate(prompt_ids, replace(self.sampling))
+        params = replace(self.sampling) if self.seed is None else replace(self.sampling, seed=(self.seed << 16) + self._turn)
+        self._turn += 1
+        gen = await self.engine.generate(prompt_ids, params)
         return PolicyOutput(
             text=self.decode(gen.token_ids),
             prompt_ids=prompt_ids,

@@ -57,7 +57,10 @@ def builtin_policy_factory(
         build = make_policy_factory("oracle", tokenizer=tokenizer, **kw)
         return lambda request, engine, tok: build(rng_seed=request.seed)
     sampling = sampling_params(cfg, tokenizer, temperature)
-    build = make_policy_factory("atommem" if name in MODEL_POLICIES else name, tokenizer=tokenizer, sampling=sampling, **kw)
+    if name in MODEL_POLICIES:  # sampled from the request's seed: a rollout replays from the same weights
+        build = make_policy_factory("atommem", tokenizer=tokenizer, sampling=sampling, **kw)
+        return lambda request, engine, tok: build(engine=engine, seed=request.seed)
+    build = make_policy_factory(name, tokenizer=tokenizer, sampling=sampling, **kw)
     return lambda request, engine, tok: build(engine=engine)
 
 
