@@ -32,7 +32,8 @@ class ModelPolicy:
 
     async def act(self, env: "MemoryEnv") -> PolicyOutput:
         prompt_ids = env.prompt_ids(self.tokenizer)
-        params = replace(self.sampling) if self.seed is None else replace(self.sampling, seed=(self.seed << 16) + self._turn)
+        seed = None if self.seed is None else (self.seed << 16) + self._turn
+        params = replace(self.sampling, seed=seed) if seed is not None else replace(self.sampling)
         self._turn += 1
         gen = await self.engine.generate(prompt_ids, params)
         return PolicyOutput(
