@@ -75,6 +75,7 @@ class SynthConfig:
     one_entity_questions: bool = False  # revisions: all questions of a sample ask about one person (different attributes)
     entity_near_misses: bool = True  # revisions: also write the asked people's unasked facts (near misses sharing the person); false: only near misses sharing an attribute
     subject: Optional[str] = None  # revisions with one_entity_questions: the person asked about is always this word (e.g. "user": an assistant's memory of its user, as in LongMemEval); None: a random invented name
+    near_misses_apart: bool = False  # revisions: no other line of a document that states an asked key shares its attribute (same-attribute near misses go to documents of their own); false: lines are dealt at random
 
 
 @dataclass

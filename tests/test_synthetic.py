@@ -198,3 +198,30 @@ def test_a_fixed_subject_is_the_person_every_question_asks_about():
         generate_synthetic(dataclasses.replace(cfg, subject="city"), 1)
     with pytest.raises(ConfigError, match="subject 'User'"):
         generate_synthetic(dataclasses.replace(cfg, subject="User"), 1)
+
+
+def test_near_misses_apart_keep_every_line_but_never_beside_a_statement_of_their_attribute():
+    cfg = dataclasses.replace(REV, num_attributes=4, facts_per_chunk=5, doc_num=8, one_entity_questions=True,
+                              entity_near_misses=False, subject="user", max_questions=2, min_questions=2,
+                              revised_fraction=0.75, max_revisions=3)
+    apart = dataclasses.replace(cfg, near_misses_apart=True)
+    beside = 0
+    for mixed, s in zip(generate_synthetic(cfg, 60, seed=2), generate_synthetic(apart, 60, seed=2)):
+        assert s.questions == mixed.questions and s.metadata["revisions"] == mixed.metadata["revisions"]
+        # the same lines, dealt differently: every document still holds facts_per_chunk of them
+        lines = [f for d in s.documents for f in _lines(d)]
+        assert sorted(lines) == sorted(f for d in mixed.documents for f in _lines(d))
+        assert all(len(_lines(d)) == 5 for d in s.documents)
+        asked = {c["path"][0] for c in s.metadata["chains"]}
+        assert any(e != "user" and a in asked for e, a, _ in lines)  # near misses still share the attribute
+        for d in s.documents:
+            stated = {a for e, a, _ in _lines(d) if e == "user"}
+            assert not any(e != "user" and a in stated for e, a, _ in _lines(d))
+        for d in mixed.documents:
+            stated = {a for e, a, _ in _lines(d) if e == "user"}
+            beside += any(e != "user" and a in stated for e, a, _ in _lines(d))
+    assert beside > 20  # dealt at random, a statement often has a near miss of its attribute beside it
+    with pytest.raises(ConfigError, match="near_misses_apart"):
+        # two documents, both stating the one asked key: its near misses fit nowhere
+        generate_synthetic(dataclasses.replace(apart, doc_num=2, num_entities=3, max_questions=1, min_questions=1,
+                                               revised_fraction=1.0, max_revisions=1), 1)

@@ -247,13 +247,13 @@ def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sam
     filler = _outside_facts(names, entities, slots - len(distractors), rng)
     others = distractors + filler
     rng.shuffle(others)  # near misses spread over the whole stream, not only its first documents
-    others = iter(others)
+    statement_of_doc = dict(zip(relevant_docs, order))
+    lines_of_doc = _deal_lines(others, doc_num, per_doc, statement_of_doc, cfg.near_misses_apart, rng)
     seen: dict[tuple[str, str], int] = {}
     states: list[list[str]] = []  # [line, state] for every statement of an asked key
     documents = []
-    statement_of_doc = dict(zip(relevant_docs, order))
     for k in range(doc_num):
-        lines = [next(others) for _ in range(per_doc - (k in statement_of_doc))]
+        lines = lines_of_doc[k]
         if k in statement_of_doc:
             e, a = key = statement_of_doc[k]
             fact = [e, a, history[key][seen.get(key, 0)]]
@@ -277,6 +277,34 @@ def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sam
             "turn_states": {"markers": states, "default": "distractor"},
         },
     )
+
+
+def _deal_lines(
+    others: list[list[str]], doc_num: int, per_doc: int, statement_of_doc: dict[int, tuple[str, str]], apart: bool,
+    rng: random.Random,
+) -> list[list[list[str]]]:
+    """The non-asked lines of each document, dealt in `others`' order. `apart`: no line goes to a document stating
+    an asked key of its attribute; those lines are placed first, each into the allowed document with the most room
+    left (ties at random), then the rest fill the remaining room in order, and each document's lines are shuffled."""
+    room = [per_doc - (k in statement_of_doc) for k in range(doc_num)]
+    if not apart:
+        pool = iter(others)
+        return [[next(pool) for _ in range(room[k])] for k in range(doc_num)]
+    stated = {a for _, a in statement_of_doc.values()}
+    dealt: list[list[list[str]]] = [[] for _ in range(doc_num)]
+    for line in [line for line in others if line[1] in stated]:
+        allowed = [k for k in range(doc_num) if room[k] and statement_of_doc.get(k, ("", ""))[1] != line[1]]
+        if not allowed:
+            raise ConfigError("data.synth.near_misses_apart: no document can take a near miss apart; raise doc_num")
+        most = max(room[k] for k in allowed)
+        k = rng.choice([k for k in allowed if room[k] == most])
+        dealt[k].append(line)
+        room[k] -= 1
+    rest = iter([line for line in others if line[1] not in stated])
+    for k in range(doc_num):
+        dealt[k] += [next(rest) for _ in range(room[k])]
+        rng.shuffle(dealt[k])
+    return dealt
 
 
 def generate_synthetic(cfg: SynthConfig, n: int | None = None, seed: int | None = None) -> list[Sample]:
