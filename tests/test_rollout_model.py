@@ -27,14 +27,19 @@ class RecordingEngine:
         return gen
 
 
-def test_trajectory_tokens_are_the_envs_prompts_and_the_engines_samples(tmp_path):
+def _model_runner(tmp_path, envs: int, wrap=lambda engine: engine):
+    """(config, tokenizer, engine, EnvRunner playing the tiny model through the real HFEngine)."""
     model_dir = make_tiny_model_dir(tmp_path)
-    cfg = small_config(envs=4)
+    cfg = small_config(envs=envs)
     cfg.data.synth = TEST_SYNTH
     cfg.sampling.max_tokens = 12
     tok = load_tokenizer(model_dir)
-    engine = RecordingEngine(HFEngine(str(model_dir), max_batch_size=8, batch_wait_ms=1.0, seed=0))
-    runner = EnvRunner(cfg, "model", engines=[engine], tokenizer=tok)
+    engine = wrap(HFEngine(str(model_dir), max_batch_size=8, batch_wait_ms=1.0, seed=0))
+    return cfg, tok, engine, EnvRunner(cfg, "model", engines=[engine], tokenizer=tok)
+
+
+def test_trajectory_tokens_are_the_envs_prompts_and_the_engines_samples(tmp_path):
+    cfg, tok, engine, runner = _model_runner(tmp_path, 4, RecordingEngine)
     samples = generate_synthetic(TEST_SYNTH, n=2, seed=3)
     requests = make_requests(samples, 2)
 
@@ -61,13 +66,7 @@ def test_trajectory_tokens_are_the_envs_prompts_and_the_engines_samples(tmp_path
 
 
 def test_a_rollout_replays_its_tokens_from_its_seed_whatever_runs_beside_it(tmp_path):
-    model_dir = make_tiny_model_dir(tmp_path)
-    cfg = small_config(envs=8)
-    cfg.data.synth = TEST_SYNTH
-    cfg.sampling.max_tokens = 12
-    tok = load_tokenizer(model_dir)
-    engine = HFEngine(str(model_dir), max_batch_size=8, batch_wait_ms=1.0, seed=0)
-    runner = EnvRunner(cfg, "model", engines=[engine], tokenizer=tok)
+    _, _, _, runner = _model_runner(tmp_path, 8)
     requests = make_requests(generate_synthetic(TEST_SYNTH, n=3, seed=3), 2, seed=11)
 
     def responses(batch):
