@@ -68,6 +68,22 @@ def test_write_turn_advances_read_only_keeps_chunk_until_cap():
     assert env.observation.query == "zorp"  # the query itself still applies
 
 
+def test_a_repeated_query_still_changes_the_prompt():
+    """A query equal to the current one changes neither memory nor results; only the count of queries in a
+    row tells the two prompts apart, so a greedy policy is not stuck repeating it until the cap."""
+    for style in ("full", "compact"):
+        env = make(prompt_style=style)
+        env.step("<update_query>zorp city</update_query>")
+        before = env.prompt_messages()
+        env.step("<update_query>zorp city</update_query>")
+        after = env.prompt_messages()
+        assert env.observation.chunk_index == 0 and before != after
+        shown = {"full": ("Queries in a row: 1 of 3", "Queries in a row: 2 of 3"), "compact": ("reads: 1", "reads: 2")}
+        assert shown[style][0] in before[1]["content"] and shown[style][1] in after[1]["content"]
+        env.step("<add_memory>zorp city lima</add_memory>")
+        assert ("reads: 0" if style == "compact" else "Queries in a row: 0 of 3") in env.prompt_messages()[1]["content"]
+
+
 def test_turn_without_valid_action_advances():
     env = make()
     env.step("just thinking, no tags")

@@ -101,8 +101,8 @@ def test_questions_can_be_hidden_while_reading():
 
 
 def test_compact_empty_fields_have_no_trailing_space():
-    u = render_messages(obs(query="", retrieved=[], retrieved_text=""), "compact")[1]["content"]
-    assert "query:\nmemory:\nnotes:\nerrors:\nchunk: Document 1:" in u
+    u = render_messages(obs(query="", retrieved=[], retrieved_text="", read_only_streak=0), "compact")[1]["content"]
+    assert "query:\nreads: 0\nmemory:\nnotes:\nerrors:\nchunk: Document 1:" in u
 
 
 def test_full_prompt_states_the_format_mode():

@@ -2,7 +2,10 @@
 
 `render_messages(obs, style)` turns an `Observation` into chat messages: a system message with the
 instructions and the action grammar, and a user message with the questions, the scratchpad, the
-retrieval results, last turn's action errors and the current chunk (reading) or question (answering).
+retrieval results with how many queries in a row led to them, last turn's action errors and the current chunk
+(reading) or question (answering). The count is there because a query that repeats the current one changes
+nothing else: without it the prompt after such a turn equals the one before, and a greedy policy repeats the
+query until the env's cap moves it on (seen: the tiny demo policy lost most of its revisions that way).
 "full" is for real LLMs; "compact" is terse so a tiny policy's prompt stays a few hundred tokens.
 Rendering is deterministic: the same observation always gives the same messages.
 """
@@ -83,14 +86,17 @@ def _error_kinds(errors: list[str]) -> str:
     return " | ".join(k if n == 1 else f"{k} x{n}" for k, n in counts.items())
 
 
-def _full_user(obs: Observation, show_questions: bool, store: bool) -> str:
+def _full_user(obs: Observation, show_questions: bool, store: bool, max_read_only_turns: int) -> str:
     parts: list[str] = []
     if show_questions and obs.phase == "read":
         lines = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(obs.questions))
         parts.append(f"Questions you will be asked after reading:\n{lines}")
     parts.append(f"{'Scratchpad' if store else 'Note'}:\n{obs.scratchpad or '(empty)'}")
     if store:
-        parts.append(f"Current query: {obs.query or _NONE}\nRetrieved memory:\n{obs.retrieved_text or _NONE}")
+        parts.append(
+            f"Current query: {obs.query or _NONE}\nQueries in a row: {obs.read_only_streak} of {max_read_only_turns}\n"
+            f"Retrieved memory:\n{obs.retrieved_text or _NONE}"
+        )
     if obs.errors:
         parts.append("Errors in your last response (they had no effect):\n" + "\n".join(_error_lines(obs.errors)))
     if obs.phase == "read":
@@ -117,6 +123,7 @@ def _compact_user(obs: Observation, show_questions: bool, store: bool) -> str:
         lines.append(_line("questions", " | ".join(obs.questions)))
     if store:
         lines.append(_line("query", obs.query))
+        lines.append(_line("reads", str(obs.read_only_streak)))
         lines.append(_line("memory", " | ".join(obs.retrieved_text.splitlines())))
     lines.append(_line("notes", obs.scratchpad))
     lines.append(_line("errors", _error_kinds(obs.errors)))
@@ -154,7 +161,10 @@ def render_messages(
     prompts describe and show only the note (MemAgent: no store, no queries)."""
     system = system_prompt(style, max_read_only_turns, strict, action_set)
     store = action_set == "atomic"
-    user = _full_user(obs, show_questions, store) if style == "full" else _compact_user(obs, show_questions, store)
+    if style == "full":
+        user = _full_user(obs, show_questions, store, max_read_only_turns)
+    else:
+        user = _compact_user(obs, show_questions, store)
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": user},
