@@ -174,12 +174,17 @@ class LearnerConfig:
     micro_batch_tokens: int = 8192  # tokens per micro batch (rows packed by length)
     grad_clip: float = 1.0
     warmup_steps: int = 0
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr after warmup down to min_lr_ratio x lr at the stage's last step (GRPO: trainer.steps; SFT: sft.steps), then flat
+    min_lr_ratio: float = 0.0  # cosine: the floor, as a fraction of lr
     weight_decay: float = 0.0
     num_cpus: float = 1.0  # CPUs per learner actor
     num_gpus: float = 0.0  # GPUs per learner actor
     sync_bucket_mb: float = 64.0  # size of a weight-sync bucket
     gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"learner.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -201,6 +206,7 @@ class SFTConfig:
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
     learner_cpus: Optional[float] = None  # CPUs (= torch threads) per learner actor in SFT, which runs alone; None = learner.num_cpus
     zero_stage: Optional[int] = None  # ZeRO stage of the SFT learner; None = learner.zero_stage
+    lr_schedule: Optional[Literal["constant", "cosine"]] = None  # lr schedule of SFT (over sft.steps); None = learner.lr_schedule. The equal-time control resumes SFT's learner state, so after a cosine it trains on at the floor
 
 
 @dataclass

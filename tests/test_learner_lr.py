@@ -30,3 +30,16 @@ def test_deepspeed_config_cpu_vs_gpu():
     assert cpu["zero_optimization"]["stage"] == 3 and cpu["gradient_clipping"] == cfg.learner.grad_clip
     assert cpu["optimizer"]["params"]["torch_adam"] is True and cpu["bf16"]["enabled"] is False
     assert gpu["optimizer"]["params"]["torch_adam"] is False and gpu["bf16"]["enabled"] is True
+
+
+def test_cosine_decays_to_its_floor_and_stays_there():
+    f = lr_lambda(warmup_steps=0, total_steps=10, schedule="cosine", min_ratio=0.1)
+    assert f(0) == pytest.approx(1.0) and f(5) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert f(10) == pytest.approx(0.1) and f(10_000) == pytest.approx(0.1)  # the control trains on at the floor
+
+
+def test_min_lr_ratio_out_of_range_is_a_config_error():
+    from atommem.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="learner.min_lr_ratio must be in"):
+        load_config(overrides=["learner.min_lr_ratio=1.5"])

@@ -57,13 +57,14 @@ def test_rollout_record_has_per_state_rates():
     assert st["rate_answer_answer"] == pytest.approx(0.5) and "rate_revision_turns" not in st
 
 
-def test_sft_learner_takes_its_own_cpus_and_leaves_the_grpo_learner_alone():
+def test_sft_learner_takes_its_own_cpus_stage_and_schedule_and_leaves_the_grpo_learner_alone():
     from atommem.config import load_config
     from atommem.trainer.sft import sft_learner_config
 
-    cfg = load_config(None, ["learner.num_cpus=1", "learner.zero_stage=3", "sft.learner_cpus=2", "sft.zero_stage=0"])
+    cfg = load_config(None, ["learner.num_cpus=1", "learner.zero_stage=3", "sft.learner_cpus=2", "sft.zero_stage=0",
+                             "sft.lr_schedule=cosine"])
     sft = sft_learner_config(cfg)
-    assert (sft.learner.num_cpus, sft.learner.zero_stage) == (2, 0) and sft.grpo == cfg.grpo
-    assert (cfg.learner.num_cpus, cfg.learner.zero_stage) == (1, 3)
+    assert (sft.learner.num_cpus, sft.learner.zero_stage, sft.learner.lr_schedule) == (2, 0, "cosine")
+    assert sft.grpo == cfg.grpo and (cfg.learner.num_cpus, cfg.learner.zero_stage, cfg.learner.lr_schedule) == (1, 3, "constant")
     plain = sft_learner_config(load_config(None, ["learner.num_cpus=1", "learner.zero_stage=3"])).learner
-    assert (plain.num_cpus, plain.zero_stage) == (1, 3)
+    assert (plain.num_cpus, plain.zero_stage, plain.lr_schedule) == (1, 3, "constant")

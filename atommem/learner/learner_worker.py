@@ -80,8 +80,8 @@ def check_cpu_op_build_lock(max_age_s: float = _STALE_BUILD_LOCK_S) -> None:
         )
 
 
-def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
-    """Multiplier of the base lr at step s: linear warmup, then constant or cosine decay to 0."""
+def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0):
+    """Multiplier of the base lr at step s: linear warmup, then constant or cosine decay to `min_ratio`."""
 
     def f(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
@@ -89,7 +89,7 @@ def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
         if schedule == "constant":
             return 1.0
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return f
 
@@ -152,6 +152,7 @@ class LearnerWorker:
         random.seed(self.cfg.trainer.seed)
         lr = self.cfg.grpo.lr if self.stage == "grpo" else self.cfg.sft.lr
         total = self.cfg.trainer.steps if self.stage == "grpo" else self.cfg.sft.steps
+        learner = self.cfg.learner
         ds_cfg = deepspeed_config(self.cfg, self.on_gpu, lr)
         dtype = torch.bfloat16 if self.on_gpu else torch.float32
         self.hf_config = AutoConfig.from_pretrained(self.model_path)
@@ -166,7 +167,7 @@ class LearnerWorker:
             model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=ds_cfg,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-                opt, lr_lambda(self.cfg.learner.warmup_steps, total, self.cfg.learner.lr_schedule)
+                opt, lr_lambda(learner.warmup_steps, total, learner.lr_schedule, learner.min_lr_ratio)
             ),
         )
         if self.stage == "grpo" and self.cfg.grpo.kl_coef != 0.0:
