@@ -32,8 +32,9 @@ class ModelPolicy:
 
     async def act(self, env: "MemoryEnv") -> PolicyOutput:
         prompt_ids = env.prompt_ids(self.tokenizer)
-        seed = None if self.seed is None else (self.seed << 16) + self._turn
-        params = replace(self.sampling, seed=seed) if seed is not None else replace(self.sampling)
+        params = replace(self.sampling)
+        if self.seed is not None:
+            params.seed = (self.seed << 16) + self._turn
         self._turn += 1
         gen = await self.engine.generate(prompt_ids, params)
         return PolicyOutput(
