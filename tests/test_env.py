@@ -78,10 +78,10 @@ def test_a_repeated_query_still_changes_the_prompt():
         env.step("<update_query>zorp city</update_query>")
         after = env.prompt_messages()
         assert env.observation.chunk_index == 0 and before != after
-        shown = {"full": ("Queries in a row: 1 of 3", "Queries in a row: 2 of 3"), "compact": ("reads: 1", "reads: 2")}
-        assert shown[style][0] in before[1]["content"] and shown[style][1] in after[1]["content"]
+        count = {"full": "Queries in a row: {} of 3", "compact": "reads: {}"}[style]
+        assert count.format(1) in before[1]["content"] and count.format(2) in after[1]["content"]
         env.step("<add_memory>zorp city lima</add_memory>")
-        assert ("reads: 0" if style == "compact" else "Queries in a row: 0 of 3") in env.prompt_messages()[1]["content"]
+        assert count.format(0) in env.prompt_messages()[1]["content"]
 
 
 def test_turn_without_valid_action_advances():
