@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -92,8 +93,13 @@ class GRPOTrainer:
         self.train = train_samples(cfg)
         self.fleet = self.learner = self.pool = self.eval_runners = None
         try:
-            self.fleet = EngineFleet(cfg, model_path)
-            self.learner = LearnerGroup(cfg, model_path, stage="grpo")
+            # Engines and learners start at once: each spends its start importing and loading, apart.
+            with ThreadPoolExecutor(2, thread_name_prefix="grpo-start") as pool:
+                starting = [pool.submit(EngineFleet, cfg, model_path), pool.submit(LearnerGroup, cfg, model_path, stage="grpo")]
+            self.fleet, self.learner = (None if f.exception() else f.result() for f in starting)
+            for f in starting:
+                if f.exception() is not None:
+                    raise f.exception()
             r = cfg.rollout
             first = min(max(r.num_workers, r.min_workers, 1), r.max_workers)
             self.pool = RolloutPool(EnvRunnerGroup(cfg, "model", self.fleet.handles, model_path, num_runners=first), r)
