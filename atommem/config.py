@@ -195,6 +195,7 @@ class SFTConfig:
     min_reward: float = 0.5  # keep teacher trajectories at or above this reward
     teacher: Literal["oracle", "memagent-scripted", "openai"] = "oracle"  # who plays the SFT episodes: the scripted oracle (teacher_* below), the scripted MemAgent workflow (the teacher of env.action_set: overwrite), or a model behind engine.kind: openai
     teacher_episodes: int = 1000  # teacher episodes to collect
+    teacher_workers: int = 0  # EnvRunners playing the teacher episodes (a scripted teacher is CPU-bound: one per core); 0 = rollout.num_workers
     teacher_store_relevant_p: float = 1.0  # oracle teacher: chance it stores a fact the questions need
     teacher_store_distractor_p: float = 0.0  # oracle teacher: chance it stores an unneeded fact
     teacher_answer_top_hit: bool = False  # oracle teacher: answer the top retrieved entry's value when the fact is missing
@@ -207,6 +208,10 @@ class SFTConfig:
     learner_cpus: Optional[float] = None  # CPUs (= torch threads) per learner actor in SFT, which runs alone; None = learner.num_cpus
     zero_stage: Optional[int] = None  # ZeRO stage of the SFT learner; None = learner.zero_stage
     lr_schedule: Optional[Literal["constant", "cosine"]] = None  # lr schedule of SFT (over sft.steps); None = learner.lr_schedule. The equal-time control resumes SFT's learner state, so after a cosine it trains on at the floor
+
+    def __post_init__(self):
+        if self.teacher_workers < 0:
+            raise ConfigError(f"sft.teacher_workers must be >= 0 (0 = rollout.num_workers), got {self.teacher_workers}")
 
 
 @dataclass

@@ -28,6 +28,7 @@ def test_yaml_and_overrides(tmp_path):
         ("grpo:\n  group_size: eight\n", "grpo.group_size"),
         ("engine:\n  kind: tpu\n", "engine.kind"),
         ("env:\n  strict_format: 1\n", "env.strict_format"),
+        ("sft:\n  teacher_workers: -1\n", "sft.teacher_workers"),
         ("- a\n- b\n", "mapping"),
     ],
 )

@@ -74,7 +74,7 @@ def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_pa
         f"data.train={tmp_path / 'data/train'}", f"data.dev={tmp_path / 'data/dev'}", "data.synth.num_samples=40",
         "data.dev_samples=4", f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
         "model.tiny.intermediate_size=64", "sft.teacher_episodes=48", "sft.val_episodes=6", f"sft.data={tmp_path / 'sft'}",
-        "rollout.num_workers=2", "rollout.envs_per_worker=8",
+        "sft.teacher_workers=2", "rollout.num_workers=1", "rollout.envs_per_worker=8",
     ])
     path, kept, val = collect_teacher(cfg)
     requested = [r.episode_id for r in teacher_requests(cfg, train_samples(cfg))]

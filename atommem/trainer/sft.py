@@ -107,7 +107,8 @@ def collect_teacher(cfg: Config) -> tuple[Path, list, list]:
 
         policy, kwargs, fleet = "model", {}, EngineFleet(cfg, model_path)
     try:
-        with EnvRunnerGroup(cfg, policy, fleet.handles if fleet else [], model_path, policy_kwargs=kwargs) as group:
+        with EnvRunnerGroup(cfg, policy, fleet.handles if fleet else [], model_path, policy_kwargs=kwargs,
+                            num_runners=cfg.sft.teacher_workers or cfg.rollout.num_workers) as group:
             group.submit(requests)
             kept_by_id, rewards = {}, []
             for ref, summary in tqdm(group.results(), total=len(requests), desc="teacher episodes"):
