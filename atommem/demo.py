@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from atommem.baselines import BASELINES, SCRIPTED
@@ -118,19 +119,22 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         ctrl_validation = control.validation
     finally:
         control.shutdown()
-    (ev_ctrl,) = evaluate_policies(cfg, str(ctrl_model), dev, ["atommem"], tag="control", progress=False)
     lap("control", t0)
 
-    # The scripted workflows, the oracle and the teacher on the same dev episodes: no model, they play in
-    # this process, chunked by the policy's tokenizer exactly as the model's episodes are.
+    # The control on dev (an engine and a runner) while the scripted workflows, the oracle and the teacher
+    # play the same dev episodes in this process (no model; chunked by the policy's tokenizer exactly as
+    # the model's episodes are): the two share nothing but the cores.
     t0 = time.monotonic()
-    scripted = evaluate_policies(cfg, base_model, dev, [*SCRIPTED_BASELINES, "oracle"], tag="baselines", progress=False)
-    ev_teacher = None
-    teacher = scripted_teacher(cfg)
-    if teacher is not None:
-        with evaluation_runners(cfg, teacher[0], base_model, policy_kwargs=teacher[1]) as runners:
-            ev_teacher = run_eval(runners, cfg, dev, "teacher", tag="teacher")
-    lap("baselines", t0)
+    with ThreadPoolExecutor(1, thread_name_prefix="control-eval") as pool:
+        control_eval = pool.submit(evaluate_policies, cfg, str(ctrl_model), dev, ["atommem"], tag="control", progress=False)
+        scripted = evaluate_policies(cfg, base_model, dev, [*SCRIPTED_BASELINES, "oracle"], tag="baselines", progress=False)
+        ev_teacher = None
+        teacher = scripted_teacher(cfg)
+        if teacher is not None:
+            with evaluation_runners(cfg, teacher[0], base_model, policy_kwargs=teacher[1]) as runners:
+                ev_teacher = run_eval(runners, cfg, dev, "teacher", tag="teacher")
+        (ev_ctrl,) = control_eval.result()
+    lap("evaluation", t0)
     best = max((r for r in scripted if r.policy in SCRIPTED_BASELINES), key=lambda r: r.em)
 
     a, b, c = ev_sft.correct_by_episode(), ev_grpo.correct_by_episode(), ev_ctrl.correct_by_episode()
