@@ -63,8 +63,9 @@ def test_loss_is_response_token_mean_nll():
     assert sft_loss(logp, mb.response_mask, num_tokens=6).item() == pytest.approx(loss.item() / 2)
 
 
-def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_path, ray_local):
+def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_path, ray_local, monkeypatch):
     """Two runners finish episodes out of order; the SFT data (and so SFT's seeded batches) must not follow that."""
+    import atommem.rollout.env_runner_group as runner_group
     from atommem.config import load_config
     from atommem.rollout.parquet import read_trajectories
     from atommem.trainer.inputs import train_samples
@@ -76,7 +77,16 @@ def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_pa
         "model.tiny.intermediate_size=64", "sft.teacher_episodes=48", "sft.val_episodes=6", f"sft.data={tmp_path / 'sft'}",
         "sft.teacher_workers=2", "rollout.num_workers=1", "rollout.envs_per_worker=8",
     ])
+    started = []
+
+    class RecordedGroup(runner_group.EnvRunnerGroup):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.num_runners)
+
+    monkeypatch.setattr(runner_group, "EnvRunnerGroup", RecordedGroup)
     path, kept, val = collect_teacher(cfg)
+    assert started == [2]  # sft.teacher_workers, not rollout.num_workers
     requested = [r.episode_id for r in teacher_requests(cfg, train_samples(cfg))]
     expected, held_out = requested[:48], requested[48:]
     assert len(set(requested)) == 54  # 40 samples: 14 drawn again under a new nonce
