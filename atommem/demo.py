@@ -81,6 +81,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     sft = SFTTrainer(cfg, base_model, data, logger)
     try:
         sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s)
+        training = {"sft": sft.train_seconds}
         sft_model = sft.save(run_dir / "sft")
         sft_validation = sft.validation
     finally:
@@ -115,6 +116,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     try:
         control.resume(run_dir / "sft" / "checkpoint")
         ctrl_steps = control.run(sft_steps + 10**9, grpo_seconds)
+        training.update(grpo=grpo_seconds, control=control.train_seconds)
         ctrl_model = control.save(run_dir / "sft_control")
         ctrl_validation = control.validation
     finally:
@@ -171,6 +173,9 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "sft_steps": sft_steps,
         "control_sft_steps": ctrl_steps - sft_steps,
         "timings_s": timings,
+        # the steps' own wall time (SFT and control without validation, GRPO without its dev curve); the rest
+        # of total_s is starting, evaluating, validating and saving
+        "training_s": {k: round(v, 1) for k, v in training.items()},
         "total_s": round(time.monotonic() - t_start, 1),
     }
     logger.close()
@@ -323,6 +328,8 @@ def _write_report(run_dir: Path, report: dict) -> None:
         "",
         *[f"- {k}: {v}" for k, v in report["timings_s"].items()],
         f"- total: {report['total_s']}",
+        f"- of which training steps: {', '.join(f'{k} {v}' for k, v in report['training_s'].items())}; "
+        f"outside them: {report['total_s'] - sum(report['training_s'].values()):.1f}",
         "",
         "## Plots",
         "",

@@ -87,7 +87,12 @@ def test_demo_runs_every_stage_and_reports_consistently(atomic_demo):
     # the dev curve: the SFT model at step 0, then every trainer.eval_every (1) steps, on the live engines
     assert [r["step"] for r in rows if r["phase"] == "grpo" and "dev_em" in r] == [0, 1]
     assert report["rollout_em"] == {"first_step": grpo_row["em"], "last_step": grpo_row["em"]}
+    # training steps' own time within each phase's lap; the control trains at least as long as GRPO did
+    training, laps = report["training_s"], report["timings_s"]
+    assert set(training) == {"sft", "grpo", "control"} and training["grpo"] == report["grpo_train_seconds"]
+    assert all(0 < training[k] <= laps[k] for k in training) and training["control"] >= training["grpo"] - 0.1
     md = report_path.read_text()
+    assert f"outside them: {report['total_s'] - sum(training.values()):.1f}" in md
     assert f"EM {grpo_row['em']:.3f} at step 1 (the SFT policy)" in md and f"95% CI [{lo:+.3f}, {hi:+.3f}]" in md
     assert {"sft", "grpo", "sft_control"} <= phases
     assert "## Action rates by turn state" in md and "| revision | update |" in md

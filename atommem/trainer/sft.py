@@ -171,6 +171,7 @@ class SFTTrainer:
         self.step = 0
         self.validation: dict[str, float] = {}  # the latest validate()
         self.validated_step: int | None = None  # the step it was taken at
+        self.train_seconds = 0.0  # wall time of run()'s steps, validation not counted
 
     def run(self, steps: int, seconds: float | None = None) -> int:
         """Train until step `steps` or for `seconds` of training time (validation not counted), whichever comes
@@ -198,6 +199,7 @@ class SFTTrainer:
                 val_seconds += time.monotonic() - v0
         if metrics is not None and logged != self.step:  # the last step, however the loop ended
             self._log(metrics, t0)
+        self.train_seconds += time.monotonic() - t0 - val_seconds
         bar.close()
         if self.data.val_refs and self.validated_step != self.step:
             self.validate()
