@@ -101,6 +101,25 @@ def test_a_stale_cpu_op_build_lock_is_an_error_naming_the_file(tmp_path, monkeyp
         check_cpu_op_build_lock()
 
 
+def test_a_cpu_learner_builds_its_op_with_the_ninja_of_its_own_environment(monkeypatch):
+    """ninja 1.11 (the system's) and pip's 1.13 hash commands differently: a learner that found the system's and
+    one started with the venv on PATH (`ray job submit`) rebuilt DeepSpeed's CPU op for each other (50 s each)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from atommem.learner.learner_worker import LearnerWorker
+
+    own = Path(sys.executable).parent / "ninja"
+    assert own.is_file(), "deepspeed depends on pip's ninja: it is in every environment it is installed in"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    cfg = Config()
+    cfg.learner.num_cpus = torch.get_num_threads()  # constructing sets the thread count: leave this process's
+    LearnerWorker(cfg, "unused", rank=0, world_size=1)
+    assert shutil.which("ninja") == str(own)
+
+
 def test_a_learner_start_leaves_no_shared_memory_behind(stage0, tmp_path):
     """DeepSpeed's CPU comm op left a 69 MB /dev/shm buffer per rank at every start (17 GB in a day here)."""
     import glob

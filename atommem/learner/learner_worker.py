@@ -10,8 +10,9 @@ What runs where (checked on this CPU-only machine with deepspeed 0.19.8, torch 2
   single-process full-batch gradient (tests/test_learner_group.py). A step of the 32x2 test model
   (16 rows, 3 micro-batches per rank) takes about 1 s on a loaded 2-core machine.
 - The first `init_distributed` on a machine JIT-builds DeepSpeed's `deepspeed_shm_comm` op with gcc
-  (75-120 s here; cached under ~/.cache/torch_extensions afterwards; `make` builds it when it sets up the
-  venv, so no test or job pays for it or can be killed in the middle of it). A process killed DURING that
+  (50-120 s here; cached under ~/.cache/torch_extensions afterwards; `make` builds it when it sets up the
+  venv, so no test or job pays for it or can be killed in the middle of it; every build uses the venv's
+  ninja, see `prefer_own_ninja`). A process killed DURING that
   build leaves `~/.cache/torch_extensions/<py>_cpu/deepspeed_shm_comm/lock` behind and every later start
   would wait on it forever: `LearnerGroup` refuses a lock older than any build with an error naming the file.
 - Model construction: every rank loads the full HF model on CPU once and `deepspeed.initialize`
@@ -80,6 +81,17 @@ def check_cpu_op_build_lock(max_age_s: float = _STALE_BUILD_LOCK_S) -> None:
         )
 
 
+def prefer_own_ninja() -> None:
+    """Put this interpreter's bin directory first on PATH when pip's `ninja` is there, for torch's JIT build.
+
+    ninja 1.11 (the system's) and 1.13 (pip's) hash build commands differently, so a learner started with the
+    venv on PATH (a `ray job submit` from it) and one started without rebuilt the CPU comm op for each other:
+    50 s of gcc at every switch here, twice in each run of the test suite."""
+    bindir = Path(sys.executable).parent
+    if (bindir / "ninja").is_file():
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0):
     """Multiplier of the base lr at step s: linear warmup, then constant or cosine decay to `min_ratio`."""
 
@@ -118,6 +130,7 @@ class LearnerWorker:
         self.on_gpu = torch.cuda.is_available() and cfg.learner.num_gpus > 0
         if not self.on_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            prefer_own_ninja()
             torch.set_num_threads(max(1, int(cfg.learner.num_cpus)))
         self.engine = None
         self.ref_engine = None
