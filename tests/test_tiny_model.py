@@ -64,6 +64,30 @@ def test_ensure_model_builds_once_and_qwen2_works(tmp_path):
     assert ensure_model(ModelConfig(path=str(path)), SynthConfig(name_vocab=41)) == path  # a plain HF dir: used as is
 
 
+def test_a_plain_tokenizer_loads_as_autotokenizer_would_without_importing_torch(tmp_path):
+    """Every rollout actor loads the policy's tokenizer: AutoTokenizer imports torch and transformers' model
+    registry (9 s of a fresh process here); the same class, imported directly, does not."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    path = make_tiny_model_dir(tmp_path)
+    ours, auto = load_tokenizer(path), AutoTokenizer.from_pretrained(str(path))
+    assert type(ours) is type(auto)
+    chat = [{"role": "user", "content": "zorp city ?"}]
+    assert ours.apply_chat_template(chat, add_generation_prompt=True) == auto.apply_chat_template(chat, add_generation_prompt=True)
+    assert ours.encode("<add_memory> zorp city lima </add_memory>") == auto.encode("<add_memory> zorp city lima </add_memory>")
+    probe = ("import sys; from atommem.models.loading import load_tokenizer; load_tokenizer(sys.argv[1]); "
+             "print(sorted({'torch', 'sklearn'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    # a tokenizer of a model-specific class still goes through AutoTokenizer
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "Qwen2Tokenizer"}))
+    assert type(load_tokenizer(path)).__name__ == "Qwen2Tokenizer"
+
+
 def test_missing_paths_are_user_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="does not exist"):
         load_model(tmp_path / "nope")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
-import torch
-
 from atommem.errors import UserError
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = ("float32", "bfloat16", "float16")
+# what AutoTokenizer resolves a saved `tokenizers`-backed tokenizer (ours, most real models') to
+_PLAIN_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def _looks_like_hub_name(name: str) -> bool:
@@ -38,24 +39,40 @@ def check_model_dir(path: str) -> None:
 
 def load_tokenizer(path: str | Path):
     """The tokenizer saved with a model directory (or a hub name reachable from here)."""
-    from transformers import AutoTokenizer
-
     check_model_dir(str(path))
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        return _tokenizer_class(Path(path)).from_pretrained(str(path))
     except OSError as exc:
         raise UserError(f"cannot load a tokenizer from {path}: {exc}") from None
 
 
+def _tokenizer_class(path: Path):
+    """The class AutoTokenizer would load `path` with, imported without AutoTokenizer when that is the plain
+    `tokenizers` backend: AutoTokenizer imports torch and transformers' model registry, 9 s of every rollout
+    actor's start here (1-2 s without)."""
+    try:
+        name = json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        name = None
+    if name in _PLAIN_TOKENIZER_CLASSES:
+        from transformers import TokenizersBackend
+
+        return TokenizersBackend
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer
+
+
 def load_model(path: str | Path, dtype: str = "float32"):
     """The causal LM at `path` in `dtype`, in eval mode."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     if dtype not in _DTYPES:
         raise UserError(f"model dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
     check_model_dir(str(path))
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
     except OSError as exc:
         raise UserError(f"cannot load a model from {path}: {exc}") from None
     return model.eval()
