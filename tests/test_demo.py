@@ -24,7 +24,7 @@ def _micro(root) -> list[str]:
         "data.synth.num_samples=24", "data.dev_samples=6",
         f"model.path={root / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
         "model.tiny.intermediate_size=64",
-        "sft.teacher_episodes=12", "sft.val_episodes=6", "sft.batch_size=2", "sft.time_budget_s=2",
+        "sft.teacher_episodes=12", "sft.val_episodes=6", "sft.teacher_workers=1", "sft.batch_size=2", "sft.time_budget_s=2",
         "grpo.group_size=2", "grpo.batch_groups=2", "rollout.envs_per_worker=8",
         "trainer.time_budget_s=0.01", "trainer.eval_every=1", "cluster.num_cpus=4",
     ]
