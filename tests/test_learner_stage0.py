@@ -104,6 +104,7 @@ def test_a_stale_cpu_op_build_lock_is_an_error_naming_the_file(tmp_path, monkeyp
 def test_a_cpu_learner_builds_its_op_with_the_ninja_of_its_own_environment(monkeypatch):
     """ninja 1.11 (the system's) and pip's 1.13 hash commands differently: a learner that found the system's and
     one started with the venv on PATH (`ray job submit`) rebuilt DeepSpeed's CPU op for each other (50 s each)."""
+    import os
     import shutil
     import sys
     from pathlib import Path
@@ -118,6 +119,8 @@ def test_a_cpu_learner_builds_its_op_with_the_ninja_of_its_own_environment(monke
     cfg.learner.num_cpus = torch.get_num_threads()  # constructing sets the thread count: leave this process's
     LearnerWorker(cfg, "unused", rank=0, world_size=1)
     assert shutil.which("ninja") == str(own)
+    LearnerWorker(cfg, "unused", rank=0, world_size=1)  # a second learner in the process: PATH stays as it is
+    assert os.environ["PATH"] == f"{own.parent}{os.pathsep}/usr/bin:/bin"
 
 
 def test_a_learner_start_leaves_no_shared_memory_behind(stage0, tmp_path):

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from process_support import live_pids
+
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +53,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _live_members(pgid: int) -> list[int]:
-    """Processes of the group that still run: its exited members stay zombies here (PID 1 reaps none), and
-    killpg(pgid, 0) finds a group of zombies alive."""
-    out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True).stdout
-    return [int(p) for p, g, stat in (line.split() for line in out.splitlines() if line.strip())
-            if int(g) == pgid and "Z" not in stat]
-
-
 def _stop(proc: subprocess.Popen) -> None:
     """Stop the head's process group: SIGTERM, then SIGKILL whatever is left after 5 s (the raylet and the
     workers are gone in 2 s; `ray start --block` and the GCS outlast any grace, 20 s tried)."""
@@ -68,8 +62,7 @@ def _stop(proc: subprocess.Popen) -> None:
         return
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        proc.poll()
-        if not _live_members(proc.pid):
+        if not live_pids("pgid", proc.pid):
             break
         time.sleep(0.5)
     else:

@@ -88,8 +88,9 @@ def prefer_own_ninja() -> None:
     venv on PATH (a `ray job submit` from it) and one started without rebuilt the CPU comm op for each other:
     50 s of gcc at every switch here, twice in each run of the test suite."""
     bindir = Path(sys.executable).parent
-    if (bindir / "ninja").is_file():
-        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+    path = os.environ.get("PATH", "")
+    if (bindir / "ninja").is_file() and not path.startswith(f"{bindir}{os.pathsep}"):
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{path}"
 
 
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0):

@@ -1,0 +1,13 @@
+"""Helpers for tests that start whole process trees (a Ray head, a training run) in their own session."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def live_pids(column: str, value: int) -> list[int]:
+    """Processes whose `ps` `column` ("sid" or "pgid") is `value` and that still run: exited ones stay zombies
+    here (PID 1 reaps none), and killpg(pgid, 0) would count a group of zombies as alive."""
+    out = subprocess.run(["ps", "-eo", f"pid=,{column}=,stat="], capture_output=True, text=True).stdout
+    return [int(p) for p, v, stat in (line.split() for line in out.splitlines() if line.strip())
+            if int(v) == value and "Z" not in stat]
