@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 
 def live_pids(column: str, value: int) -> list[int]:
@@ -11,3 +12,11 @@ def live_pids(column: str, value: int) -> list[int]:
     out = subprocess.run(["ps", "-eo", f"pid=,{column}=,stat="], capture_output=True, text=True).stdout
     return [int(p) for p, v, stat in (line.split() for line in out.splitlines() if line.strip())
             if int(v) == value and "Z" not in stat]
+
+
+def wait_until_gone(column: str, value: int, timeout: float) -> list[int]:
+    """Wait up to `timeout` s for the processes of `live_pids(column, value)` to exit; those still running."""
+    deadline = time.monotonic() + timeout
+    while (left := live_pids(column, value)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left

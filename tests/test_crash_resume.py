@@ -27,7 +27,7 @@ import pytest
 from atommem.checkpoints import CRASH_ENV, MANIFEST, verify
 from atommem.data.sampler import EpochSampler
 from helpers_models import TEST_SYNTH, make_tiny_model_dir
-from process_support import live_pids
+from process_support import wait_until_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -73,10 +73,7 @@ class Run:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=60)
-        deadline = time.monotonic() + 60
-        while live_pids("sid", self.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.5)  # Ray's workers exit with their raylet
-        for pid in live_pids("sid", self.proc.pid):
+        for pid in wait_until_gone("sid", self.proc.pid, 60):  # Ray's workers exit with their raylet
             os.kill(pid, signal.SIGKILL)
 
 

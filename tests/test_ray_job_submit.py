@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from process_support import live_pids
+from process_support import wait_until_gone
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -60,12 +60,7 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not live_pids("pgid", proc.pid):
-            break
-        time.sleep(0.5)
-    else:
+    if wait_until_gone("pgid", proc.pid, 5):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
