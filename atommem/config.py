@@ -47,6 +47,7 @@ class EnvConfig:
     chunk_tokens: int = 4000  # tokens per context chunk (C)
     chunk_overlap: int = 100  # tokens of overlap on each side of a chunk
     max_chunks: int = 40  # context longer than max_chunks*chunk_tokens is cut in the middle
+    chunk_by: Literal["tokens", "documents"] = "tokens"  # documents: each document is one chunk (its own first and last chunk_tokens/2 tokens when longer; no overlap), more than max_chunks documents lose the middle ones
     max_read_only_turns: int = 3  # consecutive update_query-only turns before the chunk advances anyway
     max_read_steps: Optional[int] = None  # cap on reading-phase turns; None = max_chunks*(max_read_only_turns+1)
     max_answer_steps: int = 4  # cap on turns per question in the answer phase
@@ -55,6 +56,10 @@ class EnvConfig:
     show_questions_while_reading: bool = True  # the questions appear in reading prompts
     prompt_style: Literal["full", "compact"] = "full"  # compact: terse instructions for tiny models
     action_set: Literal["atomic", "overwrite"] = "atomic"  # atomic: the whole action language; overwrite: MemAgent's, only update_memory (rewrite the note) and final_answer, any other tag is an error
+
+    def __post_init__(self):
+        if self.chunk_by == "documents" and self.chunk_overlap:
+            raise ConfigError(f"env.chunk_overlap must be 0 with env.chunk_by: documents (documents do not overlap), got {self.chunk_overlap}")
 
 
 @dataclass
@@ -96,6 +101,7 @@ class TinyModelConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 2048
     vocab_size: int = 2000  # upper bound for the locally trained tokenizer
+    subject_tokens: bool = False  # one token for each " {data.synth.subject} {attribute}" (" user city"): a read then copies one token, which a 2-layer policy learns at every seed (README)
     seed: int = 0
 
 

@@ -29,6 +29,8 @@ def test_yaml_and_overrides(tmp_path):
         ("engine:\n  kind: tpu\n", "engine.kind"),
         ("env:\n  strict_format: 1\n", "env.strict_format"),
         ("sft:\n  teacher_workers: -1\n", "sft.teacher_workers"),
+        ("env:\n  chunk_by: documents\n", "env.chunk_overlap must be 0"),
+        ("env:\n  chunk_by: pages\n", "env.chunk_by"),
         ("- a\n- b\n", "mapping"),
     ],
 )

@@ -134,7 +134,9 @@ def test_demo_config_chunks_hold_exactly_one_document_of_whole_facts(tmp_path, n
     per_doc = cfg.data.synth.facts_per_chunk
     doc = re.compile(r"^Document \d+:\nnotes \d+\n((?: \w+ \w+ \w+ \.){%d})$" % per_doc)
     for sample in generate_synthetic(cfg.data.synth, n=50, seed=3):
-        chunks = chunk_documents(sample.documents, cfg.env.chunk_tokens, cfg.env.chunk_overlap, cfg.env.max_chunks, tok)
+        chunks = chunk_documents(
+            sample.documents, cfg.env.chunk_tokens, cfg.env.chunk_overlap, cfg.env.max_chunks, tok, by=cfg.env.chunk_by
+        )
         assert not chunks.truncated
         assert [doc.match(c)[1] for c in chunks.chunks] == [d.text for d in sample.documents]
 

@@ -66,3 +66,32 @@ def test_chunk_documents_with_hf_tokenizer():
     assert [c for c in ch.chunks] == [
         tiny_tokenizer.decode(ids[a:b]).strip() for a, b in chunk_spans(len(ids), 4, 1)
     ]
+
+
+def test_chunk_by_documents_gives_each_document_whole_whatever_its_length():
+    docs = [Document("t0", "a b"), Document("t1", "c d e f g"), Document("t2", "h")]
+    ch = chunk_documents(docs, chunk_tokens=8, overlap=0, max_chunks=5, by="documents")
+    assert ch.chunks == ["Document 0:\nt0\na b", "Document 1:\nt1\nc d e f g", "Document 2:\nt2\nh"]
+    assert ch.context_tokens == 3 * 3 + 8 and ch.kept_tokens == 17 and not ch.truncated
+    # the same documents cut by tokens straddle a document boundary
+    assert chunk_documents(docs, chunk_tokens=8, overlap=0, max_chunks=5).chunks[1].startswith("c")
+
+
+def test_chunk_by_documents_cuts_long_documents_and_drops_middle_ones():
+    docs = [Document(f"t{i}", " ".join(f"w{j}" for j in range(i + 1))) for i in range(5)]
+    ch = chunk_documents(docs, chunk_tokens=4, overlap=0, max_chunks=3, by="documents")
+    assert ch.truncated
+    # documents 0 and 3, 4 are kept (middle cut over documents); each is cut to its first and last 2 tokens
+    assert [c.split() for c in ch.chunks] == [
+        ["Document", "0:", "t0", "w0"], ["Document", "3:", "w2", "w3"], ["Document", "4:", "w3", "w4"]
+    ]
+    with pytest.raises(ValueError, match="chunk_overlap must be 0"):
+        chunk_documents(docs, chunk_tokens=4, overlap=1, max_chunks=3, by="documents")
+
+
+def test_chunk_by_documents_matches_token_chunks_when_documents_fill_a_chunk_exactly():
+    docs = [Document(f"notes{i}", "zorp city lima .") for i in range(4)]  # 7 whitespace tokens each
+    by_tokens = chunk_documents(docs, chunk_tokens=7, overlap=0, max_chunks=10)
+    by_docs = chunk_documents(docs, chunk_tokens=7, overlap=0, max_chunks=10, by="documents")
+    assert by_docs.chunks == by_tokens.chunks and len(by_docs.chunks) == 4
+    assert by_docs.kept_tokens == by_tokens.kept_tokens == 28

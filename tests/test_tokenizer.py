@@ -111,3 +111,27 @@ def test_bad_words_and_tiny_budgets_are_user_errors():
         train_tokenizer(CORPUS, vocab_size=400, extra_words=["two words"])
     with pytest.raises(UserError, match="too small"):
         train_tokenizer(CORPUS, vocab_size=280, extra_words=WORDS)
+
+
+def test_phrases_are_one_token_wherever_they_occur_and_survive_save_and_load(tmp_path):
+    from transformers import AutoTokenizer
+
+    phrases = ["zorp city", "zorp pet"]
+    tok = train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, phrases=phrases)
+    plain = train_tokenizer(CORPUS, vocab_size=398, extra_words=WORDS)
+    assert len(tok) <= 400
+    assert {k: v for k, v in tok.get_vocab().items() if k in plain.get_vocab()} == plain.get_vocab()  # BPE as without
+    text = "<update_query> zorp city </update_query> Memory 1: zorp pet owl . blix city lima . zorp cityx"
+    tok.save_pretrained(tmp_path)
+    for t in (tok, AutoTokenizer.from_pretrained(tmp_path)):
+        pieces = t.convert_ids_to_tokens(t.encode(text, add_special_tokens=False))
+        assert pieces.count(" zorp city") == 2 and pieces.count(" zorp pet") == 1
+        assert "Ġblix" in pieces and "Ġcity" in pieces  # another person's attribute stays two tokens
+        assert roundtrip(t, text) == text
+
+
+def test_bad_phrases_are_user_errors():
+    with pytest.raises(UserError, match="two or more words"):
+        train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, phrases=["zorp"])
+    with pytest.raises(UserError, match="two or more words"):
+        train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, phrases=["zorp  city"])

@@ -18,12 +18,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from atommem.models.loading import load_model, load_tokenizer
-    from atommem.models.tiny import build_tiny_model, count_parameters, synthetic_corpus
-    from atommem.data.synthetic import synthetic_vocabulary
+    from atommem.models.tiny import build_for_synthetic, count_parameters
 
     cfg = config_of(args)
     tiny_cfg = cfg.model.tiny or TinyModelConfig()
-    out = build_tiny_model(tiny_cfg, args.out, synthetic_corpus(cfg.data.synth), synthetic_vocabulary(cfg.data.synth))
+    out = build_for_synthetic(tiny_cfg, args.out, cfg.data.synth)
     model = load_model(out)
     print(
         json.dumps(

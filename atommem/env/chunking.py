@@ -16,9 +16,13 @@ from atommem.data.schema import Document
 _WORD = re.compile(r"\s*\S+")
 
 
+def render_document(i: int, document: Document) -> str:
+    return f"Document {i}:\n{document.title}\n{document.text}"
+
+
 def render_context(documents: Sequence[Document]) -> str:
     """`Document {i}:\\n{title}\\n{text}` per document, joined with blank lines."""
-    return "\n\n".join(f"Document {i}:\n{d.title}\n{d.text}" for i, d in enumerate(documents))
+    return "\n\n".join(render_document(i, d) for i, d in enumerate(documents))
 
 
 def tokenize(text: str, tokenizer: Any = None) -> list:
@@ -71,12 +75,24 @@ def chunk_documents(
     overlap: int,
     max_chunks: int,
     tokenizer: Any = None,
+    by: str = "tokens",
 ) -> Chunking:
     """The rendered context of `documents`, middle-cut to `max_chunks * chunk_tokens` tokens, as chunk texts:
-    chunk t covers tokens [t*C - overlap, (t+1)*C + overlap)."""
+    chunk t covers tokens [t*C - overlap, (t+1)*C + overlap). `by="documents"`: chunk t is the t-th kept document,
+    middle-cut to C tokens, and the middle documents go when there are more than `max_chunks` (chunks never split
+    a line, whatever a document's token count)."""
     if max_chunks <= 0:
         raise ValueError(f"max_chunks must be positive, got {max_chunks}")
     tokens = tokenize(render_context(documents), tokenizer)
+    if by == "documents":
+        if overlap:
+            raise ValueError(f"chunk_overlap must be 0 when chunking by documents, got {overlap}")
+        kept_docs = middle_truncate(list(enumerate(documents)), max_chunks)
+        pieces = [middle_truncate(tokenize(render_document(i, d), tokenizer), chunk_tokens) for i, d in kept_docs]
+        kept = sum(len(p) for p in pieces)
+        return Chunking([detokenize(p, tokenizer) for p in pieces], len(tokens), kept, kept < len(tokens))
+    if by != "tokens":
+        raise ValueError(f"chunk_by must be tokens or documents, got {by!r}")
     kept = middle_truncate(tokens, max_chunks * chunk_tokens)
     chunks = [detokenize(kept[a:b], tokenizer) for a, b in chunk_spans(len(kept), chunk_tokens, overlap)]
     return Chunking(chunks, len(tokens), len(kept), len(kept) < len(tokens))

@@ -134,7 +134,7 @@ class MemoryEnv(gym.Env):
         cfg = self._cfg
         self._sample = sample
         chunking = chunk_documents(
-            sample.documents, cfg.chunk_tokens, cfg.chunk_overlap, cfg.max_chunks, tokenizer=self._tokenizer
+            sample.documents, cfg.chunk_tokens, cfg.chunk_overlap, cfg.max_chunks, tokenizer=self._tokenizer, by=cfg.chunk_by
         )
         self._chunks = chunking.chunks
         self._context_tokens = chunking.context_tokens

@@ -50,13 +50,14 @@ def _model_config(cfg: TinyModelConfig, tokenizer):
 
 
 def build_tiny_model(
-    cfg: TinyModelConfig, out_dir: str | Path, corpus_texts: Iterable[str], extra_words: list[str] = ()
+    cfg: TinyModelConfig, out_dir: str | Path, corpus_texts: Iterable[str], extra_words: list[str] = (),
+    phrases: list[str] = (),
 ) -> Path:
     """Train the tokenizer on `corpus_texts`, initialise the model with `cfg.seed`, save both to `out_dir`."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir)
-    tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size, list(extra_words))
+    tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size, list(extra_words), list(phrases))
     config = _model_config(cfg, tokenizer)
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -117,6 +118,19 @@ def synthetic_corpus(synth_cfg: SynthConfig, episodes: int = CORPUS_EPISODES) ->
     return texts
 
 
+def build_for_synthetic(cfg: TinyModelConfig, out_dir: str | Path, synth_cfg: SynthConfig) -> Path:
+    """The tiny model for the synthetic task of `synth_cfg`: its words single tokens, and with `subject_tokens`
+    each "subject attribute" pair one token."""
+    from atommem.data.synthetic import ATTRIBUTES, synthetic_vocabulary
+
+    phrases: list[str] = []
+    if cfg.subject_tokens:
+        if synth_cfg.subject is None:
+            raise UserError("model.tiny.subject_tokens needs data.synth.subject (the person whose attributes get one token each)")
+        phrases = [f"{synth_cfg.subject} {a}" for a in ATTRIBUTES]
+    return build_tiny_model(cfg, out_dir, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg), phrases)
+
+
 def ensure_model(model_cfg: ModelConfig, synth_cfg: SynthConfig) -> Path:
     """The model directory of `model_cfg`; builds the tiny model there first when `tiny` is set and it is missing."""
     if not model_cfg.path:
@@ -127,9 +141,7 @@ def ensure_model(model_cfg: ModelConfig, synth_cfg: SynthConfig) -> Path:
         record = {"tiny": dataclasses.asdict(model_cfg.tiny), "synth": dataclasses.asdict(synth_cfg)}
         record_file = path / BUILD_RECORD
         if not (path / "config.json").is_file():
-            from atommem.data.synthetic import synthetic_vocabulary
-
-            build_tiny_model(model_cfg.tiny, path, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg))
+            build_for_synthetic(model_cfg.tiny, path, synth_cfg)
             record_file.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
             return path
         if record_file.is_file():

@@ -7,6 +7,8 @@ Guarantees (tested):
   form puts a space after each tag, and facts are space-separated words): after training, BPE
   merges that join the word's trained pieces are appended at the lowest priority, so the trained
   merges are untouched and the word always ends as one token;
+- every phrase of `phrases` (several words, " user city") is ONE token wherever " phrase" occurs: an
+  added (non-special) token, matched before BPE, so the round trip stays exact;
 - the action tags and the chat role markers are special tokens (one id each); the policy decodes
   with `skip_special_tokens=False` because the tags are its action language.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from atommem.errors import UserError
@@ -110,18 +112,31 @@ def _check_words(words: list[str]) -> list[str]:
     return list(seen)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_words: list[str] = ()) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on `texts`; `len(tokenizer) <= vocab_size`, each " word" of `extra_words` one token."""
+def _check_phrases(phrases: list[str]) -> list[str]:
+    for phrase in phrases:
+        if phrase != " ".join(phrase.split()) or " " not in phrase:
+            raise UserError(f"token phrase {phrase!r} must be two or more words separated by single spaces")
+    return list(dict.fromkeys(phrases))
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, extra_words: list[str] = (), phrases: list[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `texts`; `len(tokenizer) <= vocab_size`, each " word" of `extra_words` and each
+    " phrase" of `phrases` one token."""
     corpus = list(texts)
     words = _check_words(list(extra_words))
+    spans = [" " + p for p in _check_phrases(list(phrases))]
+
+    budget = vocab_size - len(spans)  # phrases are added tokens outside BPE: they take their room off the top
 
     def build(target: int) -> Tokenizer | None:
         tok = _with_single_token_words(_train_bpe(corpus, target), words)
-        return tok if tok.get_vocab_size(with_added_tokens=True) <= vocab_size else None
+        return tok if tok.get_vocab_size(with_added_tokens=True) <= budget else None
 
-    best = build(vocab_size) if vocab_size >= _MIN_TRAINED_VOCAB else None
+    best = build(budget) if budget >= _MIN_TRAINED_VOCAB else None
     if best is None:  # the words' merges eat into the budget: largest trained size that still fits
-        lo, hi = _MIN_TRAINED_VOCAB, vocab_size - 1
+        lo, hi = _MIN_TRAINED_VOCAB, budget - 1
         while lo <= hi:
             mid = (lo + hi) // 2
             tok = build(mid)
@@ -132,12 +147,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_words: list[str
     if best is None:
         raise UserError(
             f"vocab_size {vocab_size} is too small for the byte alphabet, {len(SPECIAL_TOKENS)} special tokens "
-            f"and {len(words)} single-token words; raise model.tiny.vocab_size"
+            f"and {len(words) + len(spans)} single-token words and phrases; raise model.tiny.vocab_size"
         )
-    return _wrap(best, words)
+    best.add_tokens([AddedToken(span, normalized=False, special=False) for span in spans])
+    return _wrap(best, words + spans)
 
 
-def _wrap(tok: Tokenizer, words: list[str]) -> PreTrainedTokenizerFast:
+def _wrap(tok: Tokenizer, units: list[str]) -> PreTrainedTokenizerFast:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS_TOKEN,
@@ -147,8 +163,8 @@ def _wrap(tok: Tokenizer, words: list[str]) -> PreTrainedTokenizerFast:
         chat_template=CHAT_TEMPLATE,
         model_max_length=1 << 30,
     )
-    for word in words:  # the guarantee this module exists for; cheap to verify once
-        ids = fast.encode(" " + word, add_special_tokens=False)
+    for unit in units:  # the guarantee this module exists for; cheap to verify once (phrases carry their space)
+        ids = fast.encode(unit if unit.startswith(" ") else " " + unit, add_special_tokens=False)
         if len(ids) != 1:
-            raise AssertionError(f"extra word {word!r} encodes to {len(ids)} tokens")
+            raise AssertionError(f"extra word or phrase {unit!r} encodes to {len(ids)} tokens")
     return fast
