@@ -101,7 +101,7 @@ class TinyModelConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 2048
     vocab_size: int = 2000  # upper bound for the locally trained tokenizer
-    subject_tokens: bool = False  # one token for each " {data.synth.subject} {attribute}" (" user city"): a read then copies one token, which a 2-layer policy learns at every seed (README)
+    subject_tokens: bool = False  # data.synth.subject gets a token per attribute that follows it (" user city" -> [user@city, " city"]): the chunk's first token of a subject line names its attribute, so a read copies one token instead of needing an induction head (README)
     seed: int = 0
 
 

@@ -133,16 +133,16 @@ def test_revisions_corpus_makes_the_memory_action_words_single_tokens(tmp_path):
     assert pieces[:4] == ["<modify_memory>", "ĠMemory", "Ġ3", ":"]
 
 
-def test_subject_tokens_make_each_subject_attribute_pair_one_token(tmp_path):
+def test_subject_tokens_give_the_subject_a_token_per_attribute(tmp_path):
     synth = SynthConfig(task="revisions", num_entities=3, num_attributes=3, facts_per_chunk=2, min_questions=2,
                         max_questions=2, revised_fraction=1.0, max_revisions=2, doc_num=6, name_vocab=40,
                         one_entity_questions=True, subject="user")
     tiny = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64, vocab_size=900,
                            subject_tokens=True)
     tok = load_tokenizer(ensure_model(ModelConfig(path=str(tmp_path / "m"), tiny=tiny), synth))
-    line = " kinam city lima . user city oslo . user pet owl ."
-    pieces = tok.convert_ids_to_tokens(tok.encode(line, add_special_tokens=False))
-    assert pieces[-6:] == [" user city", "Ġoslo", "Ġ.", " user pet", "Ġowl", "Ġ."]
-    assert pieces[-9:-6] == ["Ġcity", "Ġlima", "Ġ."]  # another person's attribute stays its own token
+    ids = tok.encode(" user city oslo . user pet owl . city of user ?", add_special_tokens=False)
+    user_city, user_pet, plain_user = ids[0], ids[4], ids[-2]
+    assert len({user_city, user_pet, plain_user}) == 3  # the question's "user" is followed by "?": the plain token
+    assert tok.convert_ids_to_tokens(ids[1:4]) == ["Ġcity", "Ġoslo", "Ġ."] and tok.decode(ids) == " user city oslo . user pet owl . city of user ?"
     with pytest.raises(UserError, match="needs data.synth.subject"):
         ensure_model(ModelConfig(path=str(tmp_path / "n"), tiny=tiny), dataclasses.replace(synth, subject=None))

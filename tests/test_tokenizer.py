@@ -113,25 +113,27 @@ def test_bad_words_and_tiny_budgets_are_user_errors():
         train_tokenizer(CORPUS, vocab_size=280, extra_words=WORDS)
 
 
-def test_phrases_are_one_token_wherever_they_occur_and_survive_save_and_load(tmp_path):
+def test_variants_give_a_word_a_token_per_next_word_and_keep_the_token_count(tmp_path):
     from transformers import AutoTokenizer
 
-    phrases = ["zorp city", "zorp pet"]
-    tok = train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, phrases=phrases)
+    tok = train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, variants={"zorp": ["city", "pet"]})
     plain = train_tokenizer(CORPUS, vocab_size=398, extra_words=WORDS)
-    assert len(tok) <= 400
+    assert len(tok) <= 400 and len(tok) == len(plain) + 2
     assert {k: v for k, v in tok.get_vocab().items() if k in plain.get_vocab()} == plain.get_vocab()  # BPE as without
-    text = "<update_query> zorp city </update_query> Memory 1: zorp pet owl . blix city lima . zorp cityx"
+    text = "<update_query> zorp city </update_query> Memory 1: zorp pet owl . blix city lima . zorp owl ."
+    ids = plain.encode(text, add_special_tokens=False)
     tok.save_pretrained(tmp_path)
     for t in (tok, AutoTokenizer.from_pretrained(tmp_path)):
-        pieces = t.convert_ids_to_tokens(t.encode(text, add_special_tokens=False))
-        assert pieces.count(" zorp city") == 2 and pieces.count(" zorp pet") == 1
-        assert "Ġblix" in pieces and "Ġcity" in pieces  # another person's attribute stays two tokens
+        got = t.encode(text, add_special_tokens=False)
+        assert len(got) == len(ids)
+        changed = [(a, b) for a, b in zip(ids, got) if a != b]
+        zorp = plain.convert_tokens_to_ids("Ġzorp")
+        assert [a for a, _ in changed] == [zorp, zorp]  # " zorp" before city and pet; not before owl
+        assert changed[0][1] != changed[1][1] and {b for _, b in changed}.isdisjoint(plain.get_vocab().values())
         assert roundtrip(t, text) == text
+        assert [t.decode([i]) for i in got[1:3]] == [" zorp", " city"]  # token by token too (streaming)
 
 
-def test_bad_phrases_are_user_errors():
-    with pytest.raises(UserError, match="two or more words"):
-        train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, phrases=["zorp"])
-    with pytest.raises(UserError, match="two or more words"):
-        train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, phrases=["zorp  city"])
+def test_bad_variants_are_user_errors():
+    with pytest.raises(UserError, match="single words of letters"):
+        train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, variants={"zorp": ["city pet"]})

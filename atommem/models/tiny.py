@@ -51,13 +51,13 @@ def _model_config(cfg: TinyModelConfig, tokenizer):
 
 def build_tiny_model(
     cfg: TinyModelConfig, out_dir: str | Path, corpus_texts: Iterable[str], extra_words: list[str] = (),
-    phrases: list[str] = (),
+    variants: dict[str, list[str]] | None = None,
 ) -> Path:
     """Train the tokenizer on `corpus_texts`, initialise the model with `cfg.seed`, save both to `out_dir`."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir)
-    tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size, list(extra_words), list(phrases))
+    tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size, list(extra_words), variants)
     config = _model_config(cfg, tokenizer)
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -120,15 +120,15 @@ def synthetic_corpus(synth_cfg: SynthConfig, episodes: int = CORPUS_EPISODES) ->
 
 def build_for_synthetic(cfg: TinyModelConfig, out_dir: str | Path, synth_cfg: SynthConfig) -> Path:
     """The tiny model for the synthetic task of `synth_cfg`: its words single tokens, and with `subject_tokens`
-    each "subject attribute" pair one token."""
+    the subject a token of its own before each attribute (" user city" -> [user@city, " city"])."""
     from atommem.data.synthetic import ATTRIBUTES, synthetic_vocabulary
 
-    phrases: list[str] = []
+    variants = None
     if cfg.subject_tokens:
         if synth_cfg.subject is None:
-            raise UserError("model.tiny.subject_tokens needs data.synth.subject (the person whose attributes get one token each)")
-        phrases = [f"{synth_cfg.subject} {a}" for a in ATTRIBUTES]
-    return build_tiny_model(cfg, out_dir, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg), phrases)
+            raise UserError("model.tiny.subject_tokens needs data.synth.subject (the person whose word gets a token per attribute)")
+        variants = {synth_cfg.subject: list(ATTRIBUTES)}
+    return build_tiny_model(cfg, out_dir, synthetic_corpus(synth_cfg), synthetic_vocabulary(synth_cfg), variants)
 
 
 def ensure_model(model_cfg: ModelConfig, synth_cfg: SynthConfig) -> Path:

@@ -2,13 +2,17 @@
 
 Guarantees (tested):
 - exact round trip: `decode(encode(x), skip_special_tokens=False) == x` for any text (byte-level
-  alphabet, no normaliser, no prefix space, no clean-up of spaces);
+  alphabet, no prefix space, no clean-up of spaces; with `variants`, for any text without the private-use
+  characters U+E000.. that mark them);
 - every word of `extra_words` is ONE token when preceded by a space (" zorp"; the canonical action
   form puts a space after each tag, and facts are space-separated words): after training, BPE
   merges that join the word's trained pieces are appended at the lowest priority, so the trained
   merges are untouched and the word always ends as one token;
-- every phrase of `phrases` (several words, " user city") is ONE token wherever " phrase" occurs: an
-  added (non-special) token, matched before BPE, so the round trip stays exact;
+- `variants` {"user": ["city", ...]}: " user" right before " city" is a token of its own, one per following
+  word, and " city" stays the usual token (" user city" -> [user@city, " city"]): the token count is as without
+  them, and the first token already says which attribute a `user` line is about. A normaliser rewrites
+  " user city" to a private-use mark plus " city", the mark is an added token, and the decoder turns it back
+  into " user";
 - the action tags and the chat role markers are special tokens (one id each); the policy decodes
   with `skip_special_tokens=False` because the tags are its action language.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from atommem.errors import UserError
@@ -112,23 +116,31 @@ def _check_words(words: list[str]) -> list[str]:
     return list(seen)
 
 
-def _check_phrases(phrases: list[str]) -> list[str]:
-    for phrase in phrases:
-        if phrase != " ".join(phrase.split()) or " " not in phrase:
-            raise UserError(f"token phrase {phrase!r} must be two or more words separated by single spaces")
-    return list(dict.fromkeys(phrases))
+def _variant_marks(variants: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+    """(word, next word) -> the private-use character that marks that variant of word."""
+    pairs = [(w, n) for w, nexts in variants.items() for n in nexts]
+    for w, n in pairs:
+        if not (w.isalpha() and n.isalpha()):
+            raise UserError(f"token variant {w!r} before {n!r}: both must be single words of letters")
+    return {pair: chr(0xE000 + k) for k, pair in enumerate(dict.fromkeys(pairs))}
+
+
+def _with_variants(tok: Tokenizer, marks: dict[tuple[str, str], str]) -> None:
+    tok.normalizer = normalizers.Sequence([normalizers.Replace(f" {w} {n}", f"{m} {n}") for (w, n), m in marks.items()])
+    tok.add_tokens([AddedToken(m, normalized=True, special=False) for m in marks.values()])
+    # "Ġ" is the byte-level alphabet's space: the ByteLevel decoder after the replacement turns it into " ".
+    tok.decoder = decoders.Sequence([*(decoders.Replace(m, "Ġ" + w) for (w, _), m in marks.items()), decoders.ByteLevel()])
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int, extra_words: list[str] = (), phrases: list[str] = ()
+    texts: Iterable[str], vocab_size: int, extra_words: list[str] = (), variants: dict[str, list[str]] | None = None
 ) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on `texts`; `len(tokenizer) <= vocab_size`, each " word" of `extra_words` and each
-    " phrase" of `phrases` one token."""
+    """Train a byte-level BPE on `texts`; `len(tokenizer) <= vocab_size`, each " word" of `extra_words` one token,
+    and a token of its own for each variant of `variants` (module docstring)."""
     corpus = list(texts)
     words = _check_words(list(extra_words))
-    spans = [" " + p for p in _check_phrases(list(phrases))]
-
-    budget = vocab_size - len(spans)  # phrases are added tokens outside BPE: they take their room off the top
+    marks = _variant_marks(variants or {})
+    budget = vocab_size - len(marks)  # variant tokens are added outside BPE: they take their room off the top
 
     def build(target: int) -> Tokenizer | None:
         tok = _with_single_token_words(_train_bpe(corpus, target), words)
@@ -146,14 +158,21 @@ def train_tokenizer(
                 best, lo = tok, mid + 1
     if best is None:
         raise UserError(
-            f"vocab_size {vocab_size} is too small for the byte alphabet, {len(SPECIAL_TOKENS)} special tokens "
-            f"and {len(words) + len(spans)} single-token words and phrases; raise model.tiny.vocab_size"
+            f"vocab_size {vocab_size} is too small for the byte alphabet, {len(SPECIAL_TOKENS)} special tokens, "
+            f"{len(words)} single-token words and {len(marks)} word variants; raise model.tiny.vocab_size"
         )
-    best.add_tokens([AddedToken(span, normalized=False, special=False) for span in spans])
-    return _wrap(best, words + spans)
+    if marks:
+        _with_variants(best, marks)
+    fast = _wrap(best, words)
+    for w, n in marks:  # the variant's guarantee, checked once like the words'
+        text = f" {w} {n}"
+        ids = fast.encode(text, add_special_tokens=False)
+        if len(ids) != 2 or ids[1:] != fast.encode(" " + n, add_special_tokens=False) or fast.decode(ids) != text:
+            raise AssertionError(f"variant of {w!r} before {n!r} encodes to {fast.convert_ids_to_tokens(ids)}")
+    return fast
 
 
-def _wrap(tok: Tokenizer, units: list[str]) -> PreTrainedTokenizerFast:
+def _wrap(tok: Tokenizer, words: list[str]) -> PreTrainedTokenizerFast:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS_TOKEN,
@@ -163,8 +182,8 @@ def _wrap(tok: Tokenizer, units: list[str]) -> PreTrainedTokenizerFast:
         chat_template=CHAT_TEMPLATE,
         model_max_length=1 << 30,
     )
-    for unit in units:  # the guarantee this module exists for; cheap to verify once (phrases carry their space)
-        ids = fast.encode(unit if unit.startswith(" ") else " " + unit, add_special_tokens=False)
+    for word in words:  # the guarantee this module exists for; cheap to verify once
+        ids = fast.encode(" " + word, add_special_tokens=False)
         if len(ids) != 1:
-            raise AssertionError(f"extra word or phrase {unit!r} encodes to {len(ids)} tokens")
+            raise AssertionError(f"extra word {word!r} encodes to {len(ids)} tokens")
     return fast
