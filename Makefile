@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test docs bench clean
 
 venv: $(STAMP)
 
@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
-		$(PIP) install -q -e '.[dev,gpu]'; \
+		$(PIP) install -q -e '.[dev,docs,gpu]'; \
 	else \
-		$(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev,cpu]' && \
+		$(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev,docs,cpu]' && \
 		$(PIP) uninstall -q -y torchvision torchaudio torchcodec && \
 		DS_ACCELERATOR=cpu $(PY) -c "from atommem.learner.learner_worker import prefer_own_ninja; prefer_own_ninja(); from deepspeed.comm.torch import build_shm_op; build_shm_op()"; \
 	fi
@@ -33,6 +33,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+# The documentation site at http://127.0.0.1:8000, rebuilt on every change (README.md and config.py included).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs serve
 
 bench: $(STAMP)
 	$(PY) bench/memory_ops.py
