@@ -27,9 +27,14 @@ class Generation:
 
 @runtime_checkable
 class Engine(Protocol):
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation: ...
+    """An inference backend: `HFEngine` (transformers), `VLLMEngine` (vLLM's AsyncLLM) or `OpenAIEngine` (an
+    OpenAI-compatible server); `engine.kind` picks one and engines/actor.py hosts it in a Ray actor."""
 
-    async def health(self) -> dict: ...
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        """Sample one response to `prompt_ids`: its token ids, their logprobs and the weight version."""
+
+    async def health(self) -> dict:
+        """Status: `kind`, `ready`, `weight_version` and backend statistics (queue depth, ...)."""
 
     async def init_weight_sync(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str) -> None:
         """Join the learner's weight-sync group (`weight_sync/`) as `rank` (with tensor parallelism, ranks

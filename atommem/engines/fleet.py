@@ -32,6 +32,9 @@ from atommem.errors import EngineError
 
 
 class EngineFleet:
+    """The inference engines of one run (Ray actors): started with one config, kept on the learner's current
+    weights through restarts, stopped together. The module docstring gives the weight-sync and restart rules."""
+
     def __init__(self, cfg: Config, model_path: str, *, start_timeout_s: float = 900.0, watch_s: float = 1.0):
         """Start `cfg.engine.num_engines` engine actors serving `model_path` (on the current Ray), wait
         until each answers its health check, then keep them on the current weights (see the module doc)."""
@@ -176,6 +179,7 @@ class EngineFleet:
             self.catch_ups += len(behind)
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
+        """Kill every engine actor and wait (at most `timeout_s`) until each is gone."""
         import ray
 
         self._stop.set()

@@ -96,6 +96,20 @@ def _zero_counts() -> dict[str, int]:
 
 
 class MemoryEnv(gym.Env):
+    """One AtomMem episode as a gymnasium environment: text observations, a model response as the action.
+
+    The module docstring (atommem/env/memory_env.py) gives the phases, turn caps and error rules. The rollout
+    system drives it token-in/token-out through `prompt_ids`.
+
+    Args:
+        env_cfg: the `env` config section (chunking, caps, prompt style, action set).
+        memory_cfg: the `memory` config section of each episode's `MemoryStore`.
+        embedder: embeds entries and queries (`embedder.embed(texts, query=...)`, `.dim`).
+        tokenizer: the policy's tokenizer, for chunking and token budgets (whitespace tokens when None).
+        sample: the sample `reset` plays when given none.
+        samples: a pool `reset` draws from (with its seeded RNG) when given no sample.
+    """
+
     metadata = {"render_modes": []}
 
     def __init__(
@@ -121,6 +135,8 @@ class MemoryEnv(gym.Env):
 
     # ----------------------------------------------------------------- episode setup
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+        """Start an episode on `options["sample"]` (or the constructor's sample, or one drawn from the pool):
+        a fresh memory store, the context chunked. Returns the first observation and `{phase, num_chunks}`."""
         super().reset(seed=seed)
         sample = (options or {}).get("sample")
         if sample is None and self._pool:
@@ -174,6 +190,8 @@ class MemoryEnv(gym.Env):
 
     # ----------------------------------------------------------------- stepping
     def step(self, action: str, *, complete: bool = True) -> tuple[str, float, bool, bool, dict]:
+        """Apply one model response (`complete=False`: it was cut off at max_tokens). Returns gymnasium's
+        (observation, reward, terminated, truncated, info); the reward arrives on the terminating step."""
         gen = self._turn(action, complete)
         try:
             requests = next(gen)

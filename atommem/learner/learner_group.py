@@ -46,6 +46,9 @@ def _token_weighted(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 
 class LearnerGroup:
+    """`learner.num_learners` Ray actors training one policy with DeepSpeed (ZeRO-3 by default): GRPO and SFT
+    steps on trajectories passed as object refs, checkpoints, and the sending side of the weight sync."""
+
     def __init__(self, cfg: Config, model_path: str | Path, stage: str = "grpo", start_timeout_s: float = 600.0):
         """Start `cfg.learner.num_learners` actors and build the ZeRO-3 policy on them.
 
@@ -159,6 +162,7 @@ class LearnerGroup:
         return self._run("load_checkpoint", [str(directory)] * len(self.workers))[0]
 
     def save_hf(self, directory: str | Path) -> Path:
+        """Write the full policy as an HF model directory (what engines, `eval` and `serve` load)."""
         self._run("save_hf", [str(directory)] * len(self.workers))
         return Path(directory)
 

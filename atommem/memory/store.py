@@ -39,7 +39,16 @@ class MemoryFullError(ValueError):
 
 
 class MemoryStore:
-    """Scratchpad + long-term entries of ONE episode. Ids start at 1 and are never reused."""
+    """Scratchpad + long-term entries of ONE episode. Ids start at 1 and are never reused.
+
+    Args:
+        dim: embedding dimension of every entry and query.
+        top_k: entries `search` returns by default (`memory.top_k`).
+        render_budget_tokens: token budget of `render`'s block (`memory.render_budget_tokens`).
+        count_tokens: how `render` counts tokens (the policy's tokenizer); whitespace tokens when None.
+        max_entries: capacity; `add` on a full store raises MemoryFullError (None = unbounded).
+        tie_margin: scores within this margin of their group's best count as equal; equal ones go to the older entry.
+    """
 
     _INITIAL_CAPACITY = 64
 
@@ -84,6 +93,7 @@ class MemoryStore:
         return self.max_entries is not None and self._n >= self.max_entries
 
     def add(self, text: str, embedding: np.ndarray) -> int:
+        """Store a new entry and return its id (never one used before in this episode)."""
         if self.full:
             raise MemoryFullError(f"memory holds max_entries={self.max_entries} entries; delete one first")
         vec = self._unit(embedding)
@@ -101,6 +111,7 @@ class MemoryStore:
         return new_id
 
     def modify(self, id: int, text: str, embedding: np.ndarray) -> bool:
+        """Replace entry `id`'s text and embedding; False when no entry has that id."""
         row = self._row_of.get(id)
         if row is None:
             return False
@@ -109,6 +120,7 @@ class MemoryStore:
         return True
 
     def delete(self, id: int) -> bool:
+        """Remove entry `id`; False when no entry has that id."""
         row = self._row_of.pop(id, None)
         if row is None:
             return False

@@ -156,6 +156,8 @@ class GRPOTrainer:
 
     # -- one step
     def step(self) -> dict:
+        """One GRPO step: gather `grpo.batch_groups` complete, fresh groups of rollouts, compute advantages per
+        trajectory, one learner update, broadcast the new weights. Returns the step's metrics record."""
         from atommem.learner.grpo import group_advantages
         from atommem.metrics import get_metrics
 
@@ -205,6 +207,8 @@ class GRPOTrainer:
 
     # -- evaluation on the live engines, through the one evaluation path
     def evaluate(self, samples: list[Sample], tag: str) -> EvalResult:
+        """Score the current weights on `samples` (greedy unless `sampling.eval_temperature`), on runners
+        of their own beside the rollout pool."""
         from atommem.eval.evaluate import evaluation_runners, run_eval
 
         if self.eval_runners is None:
