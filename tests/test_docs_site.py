@@ -99,12 +99,12 @@ def test_strict_build_of_the_site(tmp_path):
         assert f'id="atommem.{path}"' in api_page, path
 
 
-def test_strict_build_fails_on_a_broken_link_and_a_page_missing_from_the_nav(tmp_path):
-    """The validation settings of mkdocs.yml, on a two-page site: strict turns both warnings into a failure."""
+def test_strict_build_fails_on_a_broken_link_or_anchor_and_a_page_missing_from_the_nav(tmp_path):
+    """The validation settings of mkdocs.yml, on a two-page site: strict turns each warning into a failure."""
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "index.md").write_text("# Home\n\nSee [the missing page](missing.md).\n")
+    (docs / "index.md").write_text("# Home\n\nSee [the missing page](missing.md) and [a missing section](#nowhere).\n")
     (docs / "orphan.md").write_text("# Not in the nav\n")
     config.update(docs_dir=str(docs), nav=[{"Home": "index.md"}], plugins=["search"])
     config.pop("hooks")
@@ -113,7 +113,7 @@ def test_strict_build_fails_on_a_broken_link_and_a_page_missing_from_the_nav(tmp
     config_file.write_text(yaml.safe_dump(config))
     result = _mkdocs_build(config_file, tmp_path / "site")
     assert result.returncode != 0
-    assert "missing.md" in result.stderr and "orphan.md" in result.stderr
+    assert "missing.md" in result.stderr and "#nowhere" in result.stderr and "orphan.md" in result.stderr
 
 
 def test_the_readme_is_a_front_page():
