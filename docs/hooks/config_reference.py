@@ -39,6 +39,19 @@ def _trailing_comments(source: str) -> dict[int, str]:
     return {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
 
 
+def _segmenter(source: str):
+    """`node -> its source text`, splitting the source once (ast.get_source_segment splits it on every call)."""
+    lines = [line.encode() for line in source.splitlines(keepends=True)]
+
+    def segment(node: ast.AST) -> str:
+        first, last = node.lineno - 1, node.end_lineno - 1  # ast's column offsets count UTF-8 bytes
+        if first == last:
+            return lines[first][node.col_offset:node.end_col_offset].decode()
+        return b"".join([lines[first][node.col_offset:], *lines[first + 1:last], lines[last][:node.end_col_offset]]).decode()
+
+    return segment
+
+
 def _dataclasses(tree: ast.Module) -> dict[str, ast.ClassDef]:
     def is_dataclass(node: ast.ClassDef) -> bool:
         return any(getattr(d, "id", None) == "dataclass" for d in node.decorator_list)
@@ -54,7 +67,7 @@ def _section_class(annotation: ast.expr, classes: dict[str, ast.ClassDef]) -> st
     return name if name in classes else None
 
 
-def _default(source: str, value: ast.expr | None) -> str:
+def _default(segment, value: ast.expr | None) -> str:
     if value is None:
         return "required"
     if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "field":
@@ -62,11 +75,11 @@ def _default(source: str, value: ast.expr | None) -> str:
             if kw.arg == "default_factory":
                 factory = kw.value
                 if isinstance(factory, ast.Lambda):
-                    return ast.get_source_segment(source, factory.body)
+                    return segment(factory.body)
                 return {"list": "[]", "dict": "{}"}.get(getattr(factory, "id", ""), f"{ast.unparse(factory)}()")
             if kw.arg == "default":
-                return ast.get_source_segment(source, kw.value)
-    return ast.get_source_segment(source, value)
+                return segment(kw.value)
+    return segment(value)
 
 
 def sections(source: str) -> list[SectionDoc]:
@@ -74,6 +87,7 @@ def sections(source: str) -> list[SectionDoc]:
     tree = ast.parse(source)
     classes = _dataclasses(tree)
     comments = _trailing_comments(source)
+    segment = _segmenter(source)
     out: list[SectionDoc] = []
 
     def walk(class_name: str, prefix: str) -> None:
@@ -92,8 +106,8 @@ def sections(source: str) -> list[SectionDoc]:
             section.fields.append(
                 FieldDoc(
                     key=key,
-                    type=ast.get_source_segment(source, stmt.annotation),
-                    default=_default(source, stmt.value),
+                    type=segment(stmt.annotation),
+                    default=_default(segment, stmt.value),
                     doc=comments.get(stmt.end_lineno, ""),
                 )
             )
