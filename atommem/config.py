@@ -100,6 +100,8 @@ class DataConfig:
     test: Optional[str] = None  # Parquet dir of test samples
     synth: SynthConfig = field(default_factory=SynthConfig)  # generator settings (synthetic runs)
     dev_samples: Optional[int] = None  # use only the first N dev samples (None = all)
+    val: Optional[str] = None  # Parquet dir of the validation split, held out from train and dev (synthesised when missing, a seed of its own): GRPO evaluates on it every trainer.eval_every steps and keeps its best step, so dev stays unbiased for the comparison; the demo needs it. None = no validation (GRPO keeps its last step)
+    val_samples: Optional[int] = None  # use only the first N validation samples, synthesise N (None = as many as dev)
 
 
 @dataclass
@@ -274,6 +276,8 @@ class EvalConfig:
     judge_model: Optional[str] = None  # model name on the judge endpoint
     judge_api_key: Optional[str] = None  # bearer token for the judge (None: $OPENAI_API_KEY or none)
     out: Optional[str] = None  # report dir (default: <run_dir>/eval)
+    length_factors: list[int] = field(default_factory=list)  # the demo also scores GRPO, every scripted baseline and the oracle on fresh synthetic dev samples of data.synth.doc_num x factor documents (env.max_chunks raised to fit), e.g. [4] (stretch [4, 16]); [] = none
+    length_samples: Optional[int] = None  # samples per length factor (None = as many as dev)
 
 
 @dataclass

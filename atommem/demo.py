@@ -5,10 +5,13 @@
    states, e.g. it adds a stale duplicate on revisions of some attributes: reinforcement learning then has
    a decision to improve);
 3. SFT on its trajectories on the learner group;
-4. GRPO from the SFT model (rollouts on Ray, DeepSpeed learner, weight broadcast), dev curve on the way;
+4. GRPO from the SFT model (rollouts on Ray, DeepSpeed learner, weight broadcast), scored on a validation
+   split (`data.val`, held out from train and dev) on the way; the best validation step is kept;
 5. the control: SFT trained on from the same checkpoint for GRPO's wall time;
 6. greedy dev evaluation of all three on the same episodes, the scripted workflows and the teacher on
-   them too, paired bootstrap by episode, report + plots (action rates per turn state included).
+   them too, paired bootstrap by episode, report + plots (action rates per turn state included);
+   with `eval.length_factors`, GRPO, the scripted workflows and the oracle also on longer contexts than
+   trained on (`eval/lengths.py`).
 
 With `configs/tiny_cpu_overwrite.yaml` the same pipeline trains MemAgent's overwrite-only action set (the
 scripted MemAgent teaches it); `compare_demos` (`atommem compare-demos`) pairs two runs on their dev episodes.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,10 +50,11 @@ def _rates(ev) -> dict:
 
 def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides: tuple[str, ...] = ()) -> Path:
     from atommem.eval.evaluate import evaluate_policies, evaluation_runners, run_eval
+    from atommem.eval.lengths import length_splits
     from atommem.eval.scores import paired_bootstrap_diff
     from atommem.runtime import init_ray
     from atommem.trainer.grpo import GRPOTrainer, eval_record
-    from atommem.trainer.inputs import dev_samples, model_path_of
+    from atommem.trainer.inputs import dev_samples, model_path_of, val_samples
     from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher, scripted_teacher
 
     t_start = time.monotonic()
@@ -67,7 +72,9 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
 
     t0 = time.monotonic()
     dev = dev_samples(cfg)
+    val = val_samples(cfg)
     base_model = model_path_of(cfg)
+    longer = length_splits(cfg, base_model, len(dev))
     init_ray(cfg.cluster)
     lap("data+model", t0)
 
@@ -88,24 +95,28 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         sft.shutdown()
     lap("sft", t0)
 
-    # GRPO from the SFT model; the dev curve (a quarter of dev) is measured on the live engines and
-    # excluded from its training time.
+    # GRPO from the SFT model. The validation curve (data.val, at the start, every trainer.eval_every steps
+    # and after the last) is measured on the live engines and excluded from its training time; its best step
+    # is the GRPO model. Dev is scored before (SFT) and after (the kept model), never while selecting.
     gcfg = _with(cfg, model={"path": str(sft_model), "tiny": None})
     trainer = GRPOTrainer(gcfg, str(sft_model), logger)
     t0 = time.monotonic()
 
     def print_step(record: dict) -> None:
-        print(f"[grpo] step {trainer.state.step} reward {record['reward_mean']:.3f} em {record['em']:.3f} "
+        val_em = f" val em {record['val_em']:.3f}" if "val_em" in record else ""
+        print(f"[grpo] step {trainer.state.step} reward {record['reward_mean']:.3f} em {record['em']:.3f}{val_em} "
               f"kl {record.get('kl', 0):.4f} {record['step_s']:.1f}s", flush=True)
 
     try:
         ev_sft = trainer.evaluate(dev, "sft")
         logger.log(0, eval_record(ev_sft), phase="grpo")
-        trainer.run(dev[: max(1, len(dev) // 4)], on_step=print_step)
-        ev_grpo = trainer.evaluate(dev, "grpo")
+        trainer.run(val=val, on_step=print_step)
         grpo_seconds = trainer.state.train_seconds
         grpo_steps = trainer.state.step
-        trainer.learner.save_hf(str(run_dir / "grpo" / "model"))
+        kept_step = trainer.keep_best()
+        ev_grpo = trainer.evaluate(dev, "grpo")
+        grpo_model = trainer.learner.save_hf(str(run_dir / "grpo" / "model"))
+        val_em = [[int(step), em] for step, em in trainer.state.val_em]
     finally:
         trainer.shutdown()
     lap("grpo", t0)
@@ -126,18 +137,25 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     # The control on dev (an engine and a runner) while the scripted workflows, the oracle and the teacher
     # play the same dev episodes in this process (no model; chunked by the policy's tokenizer exactly as
     # the model's episodes are): the two share nothing but the cores.
+    # The GRPO model at the longer lengths plays beside the control, on engines of its own.
     t0 = time.monotonic()
-    with ThreadPoolExecutor(1, thread_name_prefix="control-eval") as pool:
+    with ThreadPoolExecutor(2, thread_name_prefix="model-eval") as pool:
         control_eval = pool.submit(evaluate_policies, cfg, str(ctrl_model), dev, ["atommem"], tag="control", progress=False)
+        longer_grpo = [pool.submit(evaluate_policies, split.cfg, str(grpo_model), split.samples, ["atommem"],
+                                   tag=f"grpo-x{split.factor}", progress=False) for split in longer]
         scripted = evaluate_policies(cfg, base_model, dev, [*SCRIPTED_BASELINES, "oracle"], tag="baselines", progress=False)
         ev_teacher = None
         teacher = scripted_teacher(cfg)
         if teacher is not None:
             with evaluation_runners(cfg, teacher[0], base_model, policy_kwargs=teacher[1]) as runners:
                 ev_teacher = run_eval(runners, cfg, dev, "teacher", tag="teacher")
+        longer_scripted = [evaluate_policies(split.cfg, base_model, split.samples, [*SCRIPTED_BASELINES, "oracle"],
+                                             tag=f"baselines-x{split.factor}", progress=False) for split in longer]
         (ev_ctrl,) = control_eval.result()
+        length_evals = [_length_eval(split, grpo.result()[0], others, ev_grpo.em, cfg.trainer.seed)
+                        for split, grpo, others in zip(longer, longer_grpo, longer_scripted)]
     lap("evaluation", t0)
-    best = max((r for r in scripted if r.policy in SCRIPTED_BASELINES), key=lambda r: r.em)
+    best = _best_baseline(scripted)
 
     a, b, c = ev_sft.correct_by_episode(), ev_grpo.correct_by_episode(), ev_ctrl.correct_by_episode()
     n_questions = ev_sft.summary["questions"]
@@ -160,6 +178,13 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "scripted_em": {r.policy: r.em for r in scripted},
         "teacher_em": ev_teacher.em if ev_teacher is not None else None,
         "action_rates": {"sft": _rates(ev_sft), "grpo": _rates(ev_grpo), "sft_control": _rates(ev_ctrl)},
+        # which GRPO step is the GRPO model: the validation argmax (data.val, never dev)
+        "grpo_selection": {"kept_step": kept_step, "val_em": val_em, "val_samples": len(val),
+                           "val_questions": sum(len(s.questions) for s in val),
+                           "rule": "highest validation EM (greedy), the earliest step on a tie; step 0 is the SFT model"},
+        # GRPO, the scripted workflows and the oracle at eval.length_factors x the training documents
+        "length_evals": length_evals,
+        "provenance": _provenance(),
         # teacher-forced on sft.val_episodes held-out teacher episodes: which decisions imitation has learned
         "sft_validation": {"episodes": len(val_refs), "sft": sft_validation, "sft_control": ctrl_validation},
         # operations per turn of each turn state (revision / relevant / distractor / answer on the revisions task)
@@ -187,7 +212,61 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
           f"(GRPO - control {d_ctrl:+.3f}, 95% CI {_ci(lo_ctrl, hi_ctrl)})")
     print(f"dev EM: best scripted baseline {best.policy} {best.em:.3f} "
           f"(GRPO - baseline {d_base:+.3f}, 95% CI {_ci(lo_base, hi_base)})")
+    for ev in length_evals:
+        base = ev["grpo_minus_best_baseline"]
+        print(f"dev EM at {ev['factor']}x the documents ({ev['doc_num']}, env.chunk_by {ev['chunk_by']}): GRPO "
+              f"{ev['em']['grpo']:.3f} ({_ratio(ev['grpo_over_1x'])} of 1x), best scripted baseline {base['policy']} "
+              f"{ev['em'][base['policy']]:.3f} (GRPO - baseline {base['diff']:+.3f}, 95% CI {_ci(*base['ci95'])})")
     return run_dir / "report.md"
+
+
+def _best_baseline(results: list):
+    """The best-scoring scripted workflow among `results` (the oracle is the upper bound, no baseline)."""
+    return max((r for r in results if r.policy in SCRIPTED_BASELINES), key=lambda r: r.em)
+
+
+def _length_eval(split, grpo, scripted: list, grpo_em_1x: float, seed: int) -> dict:
+    """The report's entry for one longer length: every policy's EM there, GRPO against the best scripted
+    workflow there (paired bootstrap by episode) and GRPO's EM as a share of its 1x dev EM."""
+    from atommem.eval.scores import paired_bootstrap_diff
+
+    best = _best_baseline(scripted)
+    diff, lo, hi = paired_bootstrap_diff(grpo.correct_by_episode(), best.correct_by_episode(), seed=seed)
+    return {
+        **split.describe(),
+        "questions": grpo.summary["questions"],
+        "em": {"grpo": grpo.em, **{r.policy: r.em for r in scripted}},
+        "grpo_over_1x": grpo.em / grpo_em_1x if grpo_em_1x else None,
+        "grpo_minus_best_baseline": {"policy": best.policy, "diff": diff, "ci95": [lo, hi]},
+        "grpo_action_rates": _rates(grpo),
+        "grpo_state_action_rates": grpo.summary["state_action_rates"],
+    }
+
+
+def _provenance() -> dict:
+    """The commit (with `-dirty` for uncommitted changes) and the CPU a run came from: every reported number
+    names them."""
+    import platform
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    cpu = platform.processor() or None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return {"commit": commit, "cpu": cpu, "cpus": os.cpu_count()}
 
 
 # (state, kind) series of the GRPO rollouts plotted over steps: where the paper's direction should show
@@ -238,6 +317,10 @@ def _ci(lo: float, hi: float) -> str:
     return f"[{lo:+.3f}, {hi:+.3f}]"
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _rollout_em(run_dir: Path) -> dict:
     ems = [r["em"] for r in read_metrics(run_dir / "metrics.jsonl") if r.get("phase") == "grpo" and "em" in r]
     return {"first_step": ems[0], "last_step": ems[-1]} if ems else {}
@@ -263,6 +346,50 @@ def _validation_lines(val: dict) -> list[str]:
     ]
 
 
+def _selection_lines(report: dict) -> list[str]:
+    sel = report["grpo_selection"]
+    return [
+        f"The GRPO model is step {sel['kept_step']} of {report['grpo_steps']}: the {sel['rule']}, on "
+        f"{sel['val_questions']} questions of {sel['val_samples']} validation samples held out from train and dev.",
+        f"Validation EM per step: {', '.join(f'{step}: {em:.3f}' for step, em in sel['val_em'])}.",
+        "",
+    ]
+
+
+def _length_lines(report: dict) -> list[str]:
+    """The report's table of the longer-than-trained evaluations (none without eval.length_factors)."""
+    evals = report["length_evals"]
+    if not evals:
+        return []
+    policies = [p for p in evals[0]["em"] if p != "grpo"]
+    kinds = sorted({k for e in evals for k in e["grpo_action_rates"]})
+    return [
+        "## Longer than trained (fresh dev samples, greedy)",
+        "",
+        f"Documents per sample x factor (trained on {evals[0]['doc_num'] // evals[0]['factor']}); chunked as trained "
+        f"(env.chunk_by {evals[0]['chunk_by']}, env.chunk_tokens {evals[0]['chunk_tokens']}), env.max_chunks raised so "
+        "no context is cut. GRPO / 1x: its EM here over its dev EM.",
+        "",
+        f"| factor | documents | max_chunks | questions | GRPO | GRPO / 1x | {' | '.join(policies)} | GRPO - best baseline, 95% CI |",
+        "|---|---|---|---|---|---|" + "---|" * len(policies) + "---|",
+        *[_length_row(e, policies) for e in evals],
+        "",
+        "GRPO's operations per turn at these lengths (error: format or action errors):",
+        "",
+        f"| factor | {' | '.join(kinds)} |",
+        "|---|" + "---|" * len(kinds),
+        *[f"| {e['factor']}x | " + " | ".join(f"{e['grpo_action_rates'].get(k, 0):.3f}" for k in kinds) + " |" for e in evals],
+        "",
+    ]
+
+
+def _length_row(e: dict, policies: list[str]) -> str:
+    base = e["grpo_minus_best_baseline"]
+    ems = " | ".join(f"{e['em'][p]:.3f}" for p in policies)
+    return (f"| {e['factor']}x | {e['doc_num']} | {e['max_chunks']} | {e['questions']} | {e['em']['grpo']:.3f} | "
+            f"{_ratio(e['grpo_over_1x'])} | {ems} | {base['diff']:+.3f} {_ci(*base['ci95'])} ({base['policy']}) |")
+
+
 def _write_report(run_dir: Path, report: dict) -> None:
     from atommem.eval.report import plot_state_rates, state_rates_table
 
@@ -271,7 +398,8 @@ def _write_report(run_dir: Path, report: dict) -> None:
     by_state = report["state_action_rates"]
     plots = [
         plot_series(rows, ["reward_mean", "em"], run_dir / "grpo_reward.png", "GRPO rollouts: reward and EM per step", phase="grpo"),
-        plot_series(rows, ["dev_em"], run_dir / "dev_em_curve.png", "Dev EM (greedy) during GRPO", phase="grpo"),
+        plot_series(rows, ["val_em"], run_dir / "val_em_curve.png", "Validation EM (greedy) during GRPO: the kept step is its best",
+                    phase="grpo"),
         plot_series(rows, ["rate_create", "rate_read", "rate_update", "rate_delete", "rate_answer", "rate_error"],
                     run_dir / "action_rates.png", "Action rates per turn (GRPO rollouts)", phase="grpo"),
         plot_series(rows, ["loss", "val_nll"], run_dir / "sft_loss.png", "SFT loss (train batch, held-out per token)", phase="sft"),
@@ -302,6 +430,8 @@ def _write_report(run_dir: Path, report: dict) -> None:
         f"GRPO - best scripted baseline ({base['policy']}): {base['diff']:+.3f}, 95% CI {_ci(*base['ci95'])}",
         "(paired bootstrap, resampling episodes)",
         "",
+        *_selection_lines(report),
+        *_length_lines(report),
         "## Scripted workflows and the teacher on the same dev episodes",
         "",
         "| policy | dev EM |",

@@ -3,7 +3,8 @@
 Split sizes and seeds (chosen so splits never share a generator stream):
 - train: `data.synth.num_samples` samples, seed `data.synth.seed`;
 - dev:   `data.dev_samples` samples (default: a tenth of train, at least 1), seed + DEV_SEED_OFFSET;
-- test (only when `data.test` is set): as many as dev, seed + TEST_SEED_OFFSET.
+- test (only when `data.test` is set): as many as dev, seed + TEST_SEED_OFFSET;
+- val (only when `data.val` is set): `data.val_samples` (default: as many as dev), seed + VAL_SEED_OFFSET.
 An existing path is kept as is (its first sample is read to check it), so real datasets built with
 `atommem data build` are used untouched; one this module synthesised with other settings than the
 config's is an error (silently training on stale data after editing `data.synth` is worse).
@@ -22,6 +23,7 @@ from atommem.errors import DataError
 
 DEV_SEED_OFFSET = 1000
 TEST_SEED_OFFSET = 2000
+VAL_SEED_OFFSET = 3000
 
 
 def split_plan(cfg: Config) -> dict[str, tuple[int, int]]:
@@ -31,6 +33,9 @@ def split_plan(cfg: Config) -> dict[str, tuple[int, int]]:
     plan = {"train": (synth.num_samples, synth.seed), "dev": (n_dev, synth.seed + DEV_SEED_OFFSET)}
     if cfg.data.test is not None:
         plan["test"] = (n_dev, synth.seed + TEST_SEED_OFFSET)
+    if cfg.data.val is not None:
+        n_val = cfg.data.val_samples if cfg.data.val_samples is not None else n_dev
+        plan["val"] = (n_val, synth.seed + VAL_SEED_OFFSET)
     return plan
 
 

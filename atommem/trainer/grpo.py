@@ -6,8 +6,15 @@ A step plays `grpo.batch_groups` samples x `grpo.group_size` rollouts, computes 
 then broadcasts the new weights to every engine. `trainer.mode: async` keeps the next batch's rollouts
 running while the learner steps; trajectories older than `trainer.max_staleness` versions are dropped
 and replaced (in sync mode every trajectory must come from the current weights). `GRPOTrainer.run()` is
-the whole loop (dev curve, checkpoints, time budget, SIGTERM); `atommem train` and the demo both call it.
+the whole loop (validation or dev curve, checkpoints, time budget, SIGTERM); `atommem train` and the demo both
+call it.
 Everything lands in `trainer.run_dir`: config, metrics.jsonl, TensorBoard, checkpoints, models.
+
+Keeping the best step: given a validation split (`data.val`, held out from train and dev), run() scores it
+greedily at the start and every `trainer.eval_every` steps (and after the last step), saves the learner's
+state whenever the validation EM beats every earlier one (`run_dir/grpo/best`), and `keep_best()` puts
+those weights back on the learner and the engines. Selecting on the dev split instead would bias the
+comparison the demo makes on it: the kept step would be the one dev happened to like.
 
 Checkpoints (`checkpoints.py`): `run_dir/checkpoints/step-N`, written atomically (learner shards and RNG,
 the trainer state: step, weight version, data position, driver RNG), the newest `trainer.keep_checkpoints`
@@ -34,7 +41,7 @@ from atommem.errors import UserError
 from atommem.eval.evaluate import EvalResult
 from atommem.eval.scores import EpisodeScore, summarize
 from atommem.tracking import RunLogger
-from atommem.trainer.inputs import dev_samples, model_path_of, train_samples
+from atommem.trainer.inputs import dev_samples, model_path_of, train_samples, val_samples
 
 
 def rollout_record(summaries: list, length_buckets: list[int]) -> dict:
@@ -60,11 +67,21 @@ def state_rate_record(state_rates: dict[str, dict[str, float]], prefix: str = "r
     return {f"{prefix}{state}_{k}": v for state, rates in state_rates.items() for k, v in rates.items() if k != "turns"}
 
 
-def eval_record(result: EvalResult) -> dict:
-    """`dev_*` scalars of an evaluation, for the run's metrics (EM, F1, action rates)."""
+def eval_record(result: EvalResult, split: str = "dev") -> dict:
+    """`<split>_*` scalars of an evaluation, for the run's metrics (EM, F1, action rates)."""
     s = result.summary
-    return {"dev_em": s["em"], "dev_f1": s["f1"], **{f"dev_rate_{k}": v for k, v in s["action_rates"].items()},
-            **state_rate_record(s["state_action_rates"], prefix="dev_rate_")}
+    return {f"{split}_em": s["em"], f"{split}_f1": s["f1"], **{f"{split}_rate_{k}": v for k, v in s["action_rates"].items()},
+            **state_rate_record(s["state_action_rates"], prefix=f"{split}_rate_")}
+
+
+def best_step(val_em: list[list[float]]) -> tuple[int, float]:
+    """(step, EM) of the highest validation EM in `val_em` ([step, EM] pairs in step order); the earliest on a
+    tie (the fewer steps past a peak, the less drift)."""
+    if not val_em:
+        raise ValueError("no validation EM recorded: run() with a validation split first")
+    step, em = max(val_em, key=lambda pair: (pair[1], -pair[0]))
+    return int(step), em
+
 
 
 @dataclass
@@ -73,6 +90,7 @@ class GRPOState:
     version: int = 0
     train_seconds: float = 0.0  # wall time of rollouts + updates + syncs (evaluation excluded)
     sampler: dict = field(default_factory=dict)
+    val_em: list = field(default_factory=list)  # [step, validation EM] of every validation; step 0 is the starting model
 
 
 class GRPOTrainer:
@@ -111,6 +129,7 @@ class GRPOTrainer:
         self.sampler = EpochSampler(len(self.train), cfg.trainer.seed)
         self.checkpoints = CheckpointManager(Path(cfg.trainer.run_dir) / "checkpoints", cfg.trainer.keep_checkpoints, cfg)
         self.stopped_by = ""  # the signal that ended run() early ("" when it ran to its end)
+        self.best_path = Path(cfg.trainer.run_dir) / "grpo" / "best"  # learner state of the best validation step
         self.resumes = 0
 
     # -- rollouts
@@ -216,10 +235,13 @@ class GRPOTrainer:
         return run_eval(self.eval_runners, self.cfg, samples, "atommem", tag=tag)
 
     # -- the loop
-    def run(self, dev: list[Sample] | None = None, on_step: Callable[[dict], None] | None = None) -> None:
+    def run(self, dev: list[Sample] | None = None, on_step: Callable[[dict], None] | None = None,
+            val: list[Sample] | None = None) -> None:
         """Step until `trainer.steps` or `trainer.time_budget_s` of training time; every `trainer.eval_every`
-        steps score `dev` (logged as dev_* in the step's record), every `trainer.checkpoint_every` save.
-        A SIGTERM/SIGINT (see stopping.py) ends the loop after the step in flight, with a checkpoint."""
+        steps score `val` (logged as val_*; the best step's learner state is saved, see keep_best) and `dev`
+        (dev_*: a curve to watch, never a selection), every `trainer.checkpoint_every` save. `val` is also
+        scored before the first step and after the last. A SIGTERM/SIGINT (see stopping.py) ends the loop
+        after the step in flight, with a checkpoint."""
         from atommem.stopping import stop_reason, stop_requested
 
         from tqdm import tqdm
@@ -227,14 +249,19 @@ class GRPOTrainer:
         cfg = self.cfg
         bar = tqdm(total=cfg.trainer.steps, initial=self.state.step, desc="grpo")
         scaled = len(self.pool.history)
+        if val and not self.state.val_em:
+            self.logger.log(self.state.step, self._validate(val), phase="grpo")  # the starting model is a candidate
         while self.state.step < cfg.trainer.steps:
             if cfg.trainer.time_budget_s is not None and self.state.train_seconds >= cfg.trainer.time_budget_s:
                 break
             record = self.step()
             step = self.state.step
             self.pool.autoscale()  # runners idle during the update and sync count towards retiring them
-            if dev and cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
-                record.update(eval_record(self.evaluate(dev, f"s{step}")))
+            if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0 and (val or dev):
+                if val:
+                    record.update(self._validate(val))
+                if dev:
+                    record.update(eval_record(self.evaluate(dev, f"s{step}")))
                 self.pool.autoscale()
             self.logger.log(step, record, phase="grpo")
             for event in self.pool.workers_over_time()[scaled:]:
@@ -255,6 +282,31 @@ class GRPOTrainer:
                       "(continue with --resume)", flush=True)
                 break
         bar.close()
+        if val and not self.stopped_by and self.state.val_em[-1][0] != self.state.step:
+            self.logger.log(self.state.step, self._validate(val), phase="grpo")  # the last step is a candidate too
+
+    def _validate(self, val: list[Sample]) -> dict:
+        """Score `val` with the current weights (greedy, the one evaluation path); when its EM beats every
+        earlier validation, save the learner's state as the best. Returns the val_* record."""
+        result = self.evaluate(val, f"val-s{self.state.step}")
+        improved = not self.state.val_em or result.em > best_step(self.state.val_em)[1]
+        self.state.val_em.append([self.state.step, result.em])
+        if improved:
+            self.learner.save_checkpoint(self.best_path, {"step": self.state.step, "version": self.state.version},
+                                         meta={"step": self.state.step, "val_em": result.em})
+        return {**eval_record(result, "val"), "val_best_step": best_step(self.state.val_em)[0]}
+
+    def keep_best(self) -> int:
+        """After run() with a validation split: put the best validation step's weights (saved when it was
+        scored) on the learner and the engines, and return that step. The trainer is done training then."""
+        step, _ = best_step(self.state.val_em)
+        if step != self.state.step:
+            with self.fleet.weights_changing():
+                saved = self.learner.load_checkpoint(self.best_path)
+                if saved["step"] != step:
+                    raise RuntimeError(f"{self.best_path} holds step {saved['step']}, the best validation step is {step}")
+                self.fleet.sync_weights(self.learner, saved["version"], rewind=True)
+        return step
 
     # -- checkpoints
     def save(self) -> Path:
@@ -310,16 +362,22 @@ def train_grpo(cfg: Config, resume: bool = False) -> Path:
     model_path = model_path_of(cfg)
     init_ray(cfg.cluster)
     logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
-    dev = dev_samples(cfg) if cfg.trainer.eval_every else None
+    # With a validation split GRPO scores it and keeps its best step; dev is then not read at all.
+    val = val_samples(cfg) if cfg.data.val is not None else None
+    dev = dev_samples(cfg) if cfg.trainer.eval_every and val is None else None
     trainer = GRPOTrainer(cfg, model_path, logger)
     try:
         if resume:
             trainer.resume(ckpt.path)
             print(f"resumed from {ckpt.path} at step {trainer.state.step} (weight version {trainer.state.version})")
-        trainer.run(dev)
+        trainer.run(dev, val=val)
         if trainer.stopped_by:
             out = checkpoints.path(trainer.state.step)
         else:
+            if val:
+                kept = trainer.keep_best()
+                print(f"kept step {kept} of {trainer.state.step}: validation EM per step "
+                      f"{', '.join(f'{s}: {em:.3f}' for s, em in trainer.state.val_em)}")
             out = trainer.learner.save_hf(str(run_dir / "grpo" / "model"))
     finally:
         trainer.shutdown()
