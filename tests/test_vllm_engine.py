@@ -8,6 +8,7 @@ them itself, so the tests do not depend on their order.
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 
@@ -136,6 +137,45 @@ def test_sync_with_requests_in_flight_loses_none_and_mixes_no_versions(setup):
     assert any(gen.weight_version == 20 and done > pausing for gen, done in results[: len(prompts)])
     for prompt, (gen, _) in zip(prompts + prompts, results):
         forward_check(models[gen.weight_version], prompt, gen, greedy=True)
+
+
+def test_seeded_requests_past_one_steps_token_budget_all_finish_and_replay(setup):
+    """Issue 32: 64 concurrent seeded requests whose prompts together exceed one step's token budget. With
+    chunked prefill vLLM split some prefills, discarded the token sampled after each part, rewound that
+    request's generator by an offset a CPU generator does not have, and its engine core died. Every request
+    must finish, the engine must live on, and the seeds must replay: the same tokens on a second crowded run
+    and in small batches where no prefill waits or splits (a generator that skipped the rewind would have
+    drawn once more for each split)."""
+    engine = setup[0]
+    sync(setup, seed=9, version=30)
+    budget = engine.engine.vllm_config.scheduler_config.max_num_batched_tokens
+    rng = random.Random(0)
+    prompts = [[rng.randrange(3, 900) for _ in range(rng.randrange(100, 300))] for _ in range(64)]
+    assert sum(map(len, prompts)) > 4 * budget
+    params = [SamplingParams(temperature=1.0, max_tokens=16, seed=(k << 16) + 5) for k in range(len(prompts))]
+    crowded = [g.token_ids for g in gather(engine, prompts, params)]
+    assert all(crowded) and asyncio.run(engine.health())["ready"]
+    assert len(set(map(tuple, crowded))) == len(prompts)  # not vacuous: every seed and prompt samples its own
+    assert [g.token_ids for g in gather(engine, prompts, params)] == crowded
+    alone, batch = [], []
+    for k in range(len(prompts) + 1):  # batches of whole prompts within one step's budget
+        if k == len(prompts) or sum(len(prompts[i]) for i in batch) + len(prompts[k]) > budget:
+            alone += [g.token_ids for g in gather(engine, [prompts[i] for i in batch], [params[i] for i in batch])]
+            batch = []
+        batch.append(k)
+    assert alone == crowded
+
+
+def test_an_unverified_vllm_on_cpu_is_refused_before_it_starts(tmp_path, monkeypatch):
+    import vllm
+
+    from atommem.engines.vllm import VLLMEngine
+
+    if not _vllm_on_cpu():
+        pytest.skip("the check guards vLLM's CPU path")
+    monkeypatch.setattr(vllm, "__version__", "0.99.0")
+    with pytest.raises(EngineError, match=r"vLLM 0\.99\.0 on CPU: seeded sampling there was verified on .*CPU_SEEDED_SAMPLING_VERIFIED"):
+        VLLMEngine(str(vllm_model_dir(tmp_path)), dtype="float32")
 
 
 def test_bad_requests_are_engine_errors(setup):

