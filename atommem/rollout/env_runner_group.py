@@ -10,10 +10,14 @@ finishing an episode does not take that trajectory with it (an object `ray.put` 
 be lost with its owner).
 
 Failures: runners are created with `max_restarts` and `max_task_retries=-1`, so Ray replays the calls in
-flight on a crashed runner once it has restarted. When a runner is dead for good (restarts used up, or
-killed without restart) its calls fail with an actor error: the runner is replaced and each of its
-in-flight episodes is queued again. Every submitted episode id is delivered exactly once; a late or
-repeated result for an episode already delivered is dropped and counted.
+flight on a crashed runner once it has restarted (on another node when its node is gone). When a runner is
+dead for good (restarts used up, killed without restart, handed back) the group queues every episode it has
+not collected from that runner again at once, ahead of new work, without waiting to learn which of them
+had finished. The dead runner's calls stay watched, because one that finished before the death still holds
+its result (the driver owns it). So an episode can have two results, the original and the replay: the first
+collected is delivered, the other call is cancelled (or its queued replay withdrawn) or its result dropped,
+and counted in `duplicates_dropped`. Every submitted episode id is delivered exactly once
+(tests/test_exactly_once.py).
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class _Call:
     summary_ref: Any
     traj_ref: Any
     attempts: int
+
+    @property
+    def episode_id(self) -> str:
+        return self.request.episode_id
 
 
 def take(results: Iterator[tuple[Any, Any]], n: int) -> list[tuple[Any, Any]]:
@@ -87,13 +95,13 @@ class EnvRunnerGroup:
         self._runners: dict[int, _Runner] = {}
         self._next_index = 0
         self._queue: deque[EpisodeRequest] = deque()
-        self._calls: dict[str, _Call] = {}  # episode id -> its current call
-        self._by_ref: dict[Any, str] = {}  # summary ref -> episode id
+        self._calls: dict[str, _Call] = {}  # episode id -> its call on a live runner
+        self._watched: dict[Any, _Call] = {}  # summary ref -> call: those above, and a dead runner's uncollected ones
         self._attempts: dict[str, int] = {}
         self._requested: set[str] = set()
         self._delivered: set[str] = set()
         self.replayed = 0  # episodes queued again after their runner died
-        self.duplicates_dropped = 0
+        self.duplicates_dropped = 0  # second results (a replay, or a dead runner's late original) not delivered
         self.runners_replaced = 0
         self.failed: list[str] = []  # episodes whose play raised (re-raised by results())
         for _ in range(cfg.rollout.num_workers if num_runners is None else num_runners):
@@ -151,10 +159,9 @@ class EnvRunnerGroup:
         self._reap()
 
     def _requeue(self, runner: _Runner, count_replay: bool) -> None:
+        """Queue `runner`'s uncollected episodes again and stop it; their calls stay in `_watched`."""
         for eid in sorted(runner.inflight, reverse=True):
-            call = self._calls.pop(eid)
-            self._by_ref.pop(call.summary_ref, None)
-            self._queue.appendleft(call.request)
+            self._queue.appendleft(self._calls.pop(eid).request)
             self.replayed += count_replay
         runner.inflight.clear()
         self._kill(runner)
@@ -198,6 +205,10 @@ class EnvRunnerGroup:
     def in_flight_by_runner(self) -> dict[int, int]:
         return {i: len(r.inflight) for i, r in self._runners.items()}
 
+    def in_flight_on(self, index: int) -> list[str]:
+        """The episode ids runner `index` is playing or has finished but not yet delivered."""
+        return sorted(self._runners[index].inflight)
+
     def idle_runners(self) -> list[int]:
         """Runners (not draining) with no episode in flight: candidates for scaling down."""
         return [i for i, r in sorted(self._runners.items()) if not r.draining and not r.inflight]
@@ -217,9 +228,25 @@ class EnvRunnerGroup:
                 )
             self._attempts[req.episode_id] = attempts
             traj_ref, summary_ref = runner.handle.play.options(num_returns=2).remote(req)
-            self._calls[req.episode_id] = _Call(req, runner.index, summary_ref, traj_ref, attempts)
-            self._by_ref[summary_ref] = req.episode_id
+            call = _Call(req, runner.index, summary_ref, traj_ref, attempts)
+            self._calls[req.episode_id] = self._watched[summary_ref] = call
             runner.inflight.add(req.episode_id)
+
+    def _withdraw_replay(self, eid: str) -> None:
+        """A dead runner's call delivered `eid`: its replay is not needed. A queued one leaves the queue; one
+        on a runner is cancelled and counted as a dropped duplicate."""
+        import ray
+
+        for req in [r for r in self._queue if r.episode_id == eid]:
+            self._queue.remove(req)
+        replay = self._calls.pop(eid, None)
+        if replay is None:
+            return
+        del self._watched[replay.summary_ref]
+        if replay.runner in self._runners:
+            self._runners[replay.runner].inflight.discard(eid)
+        ray.cancel(replay.summary_ref, recursive=False)
+        self.duplicates_dropped += 1
 
     def results(self, timeout_s: float | None = None) -> Iterator[tuple[Any, TrajectorySummary]]:
         """Yield (trajectory ref, summary) for every submitted episode, once each, until none is left.
@@ -236,19 +263,20 @@ class EnvRunnerGroup:
             metrics.queue_depth("rollout_pending", len(self._queue))
             metrics.queue_depth("rollout_in_flight", len(self._calls))
             metrics.rollout_workers(self.num_runners)
-            refs = list(self._by_ref)
-            if not refs:
+            if not self._calls:
                 raise RuntimeError(
                     f"{len(self._queue)} episodes queued but no runner takes work; add_runner() before collecting"
                 )
+            refs = list(self._watched)
             ready, _ = ray.wait(refs, num_returns=1, timeout=self.poll_s)
             if ready:
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
-                eid = self._by_ref.pop(ref, None)
-                if eid is None:
-                    continue
-                call = self._calls[eid]
+                call = self._watched.pop(ref, None)
+                if call is None:
+                    continue  # a replay withdrawn while this batch was handled
+                eid = call.episode_id
+                live = self._calls.get(eid) is call  # else: a dead runner's call, its episode queued again
                 runner = self._runners.get(call.runner)
                 try:
                     summary: TrajectorySummary = ray.get(ref)
@@ -256,23 +284,28 @@ class EnvRunnerGroup:
                     if exc.actor_init_failed:  # a replacement would fail the same way (bad model path, ...)
                         raise
                     # Ray already retried on restarts: this runner is gone for good.
-                    if runner is not None:
+                    if live and runner is not None:
                         self._replace_dead(runner)
                     continue
                 except Exception:
+                    if not live:
+                        continue  # the replay decides
                     # the episode itself raised (env, policy or engine error): forget it, then fail loudly
                     del self._calls[eid]
                     if runner is not None:
                         runner.inflight.discard(eid)
                     self.failed.append(eid)
                     raise
-                del self._calls[eid]
-                if runner is not None:
-                    runner.inflight.discard(eid)
                 if eid in self._delivered:
-                    self.duplicates_dropped += 1
+                    self.duplicates_dropped += 1  # a dead runner's result that came after its replay's
                     continue
                 self._delivered.add(eid)
+                if live:
+                    del self._calls[eid]
+                    if runner is not None:
+                        runner.inflight.discard(eid)
+                else:
+                    self._withdraw_replay(eid)
                 idle_since = time.monotonic()
                 yield call.traj_ref, summary
             self._reap()
@@ -294,7 +327,7 @@ class EnvRunnerGroup:
             self._kill(runner)
         self._queue.clear()
         self._calls.clear()
-        self._by_ref.clear()
+        self._watched.clear()
 
     def __enter__(self) -> "EnvRunnerGroup":
         return self
