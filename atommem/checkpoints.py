@@ -15,6 +15,7 @@ directory (torn by a kill, written before manifests existed, a staging leftover)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from atommem.config import Config, to_dict
 from atommem.errors import UserError
@@ -61,6 +62,23 @@ def crash_point(point: str, name: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- what the weights are
+
+
+def weights_digest(named_tensors: Iterable[tuple[str, Any]]) -> str:
+    """sha256 of a set of named tensors: each one's name, dtype, shape and bytes, taken in name order, so
+    two sets digest equal exactly when they hold the same weights under the same names. Streams: pass
+    tensors one at a time (a gathered ZeRO-3 bucket, an engine's parameters), none is kept."""
+    import torch
+
+    entries = []
+    for name, tensor in named_tensors:
+        t = tensor.detach().to("cpu").contiguous()
+        raw = t.view(torch.uint8) if t.dim() else t.reshape(1).view(torch.uint8)
+        entries.append((name, str(t.dtype), tuple(t.shape), hashlib.sha256(raw.numpy().tobytes()).hexdigest()))
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- durability

@@ -1,20 +1,26 @@
-"""kill -9 of a whole GRPO run (the driver and the Ray it started) at several points, resumed each time.
+"""kill -9 of a whole GRPO run (the driver and the Ray it started) at several points, resumed each time,
+against a real uninterrupted run of the same seed.
 
 One run of 4 steps (checkpoint every step, the newest 2 kept, 6 training samples so step 4 starts a
-new epoch), killed, resumed, killed, resumed:
+new epoch, two engines), killed, resumed, killed, resumed:
 1. inside the step-2 checkpoint write (the ATOMMEM_CRASH_AT hook: every rank's files written, no manifest);
 2. from outside, as soon as the resumed run logs step 3 (wherever it then is: checkpointing, rolling out);
 3. then a torn `step-9` (a newer directory with a truncated shard, what a kill during an in-place write
    left before atomic checkpoints) is planted before the last resume, which must finish the run (this one
    through `jobs/train_grpo.py --resume`, what a cluster user resubmits).
-Every attempt at step k must draw the samples and train the weight version an uninterrupted run would:
-the data position after step k and the weights it is trained from (version k-1) are known without one.
+Each resume must bring back the checkpoint's weights: the sha256 of its tensors (computed here from the
+files with DeepSpeed's zero_to_fp32) equals the learner's after loading and every engine's after the
+resume's sync (both printed by the run). Every attempt at step k must draw the samples and train from the
+weight version the uninterrupted run did at step k, and (deterministic replay: per-episode seeds from
+the run's seed, the step and the draw, the HF engine, sync mode, one learner rank) end with its weights
+bit for bit, its checkpoints and rewards step by step too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,15 +30,14 @@ from pathlib import Path
 
 import pytest
 
-from atommem.checkpoints import CRASH_ENV, MANIFEST, verify
-from atommem.data.sampler import EpochSampler
+from atommem.checkpoints import CRASH_ENV, MANIFEST, verify, weights_digest
 from helpers_models import TEST_SYNTH, make_tiny_model_dir
 from process_support import wait_until_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS, GROUPS, TRAIN_SAMPLES, SEED = 4, 2, 6, 0
+STEPS, GROUPS, TRAIN_SAMPLES, SEED, ENGINES = 4, 2, 6, 0, 2
 
 
 class Run:
@@ -85,13 +90,20 @@ def setup(tmp_path_factory):
     overrides = [
         f"data.train={tmp / 'data/train'}", f"data.dev={tmp / 'data/dev'}", f"data.synth.num_samples={TRAIN_SAMPLES}",
         "data.dev_samples=2", *[f"{k}={v}" for k, v in synth.items()], f"model.path={model}", "model.tiny=null",
-        f"trainer.run_dir={tmp / 'run'}", f"trainer.steps={STEPS}", "trainer.eval_every=0", "trainer.checkpoint_every=1",
+        f"trainer.steps={STEPS}", "trainer.eval_every=0", "trainer.checkpoint_every=1",
         "trainer.keep_checkpoints=2", "trainer.time_budget_s=null", "trainer.tensorboard=false", f"trainer.seed={SEED}",
         f"grpo.batch_groups={GROUPS}", "grpo.group_size=2", "sampling.max_tokens=8",
+        # rewards that differ within a group (format errors cost) and an entropy bonus: every step moves the weights
+        "env.format_penalty=0.05", "grpo.entropy_coef=0.01", "grpo.lr=1e-2",
         "rollout.envs_per_worker=4", "rollout.num_workers=1", "rollout.min_workers=1", "rollout.max_workers=1",
-        "rollout.num_cpus_per_worker=0.5", "engine.num_cpus=0.5", "learner.num_cpus=1", "cluster.num_cpus=3",
+        "rollout.num_cpus_per_worker=0.5", f"engine.num_engines={ENGINES}", "engine.num_cpus=0.5", "learner.num_cpus=1",
+        "cluster.num_cpus=3",
     ]
-    return tmp, overrides
+    # the reference: the same run, never interrupted (it also prepares the data the others read)
+    straight = Run(tmp, [*overrides, f"trainer.run_dir={tmp / 'straight'}", "trainer.keep_checkpoints=0"], "0-straight",
+                   resume=False)
+    assert straight.wait() == 0, straight.output()[-3000:]
+    return tmp, [*overrides, f"trainer.run_dir={tmp / 'run'}"]
 
 
 def _grpo_rows(run_dir: Path) -> list[dict]:
@@ -100,18 +112,39 @@ def _grpo_rows(run_dir: Path) -> list[dict]:
     return [r for r in rows if r["phase"] == "grpo"]
 
 
-def _expected_positions() -> dict[int, tuple[int, int]]:
-    """(epoch, position) of an uninterrupted run's sampler after each step."""
-    sampler, out = EpochSampler(TRAIN_SAMPLES, SEED), {}
-    for step in range(1, STEPS + 1):
-        sampler.take(GROUPS)
-        out[step] = (sampler.epoch, sampler.pos)
-    return out
+def checkpoint_digest(path: Path) -> str:
+    """sha256 of the weights in a checkpoint's files, as DeepSpeed's zero_to_fp32 rebuilds them (a tied
+    lm_head, which it lists under its own name too, once, as the learner's parameters list it)."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    seen: set[int] = set()
+    state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="state")
+    return weights_digest((n, t) for n, t in state.items() if not (t.data_ptr() in seen or seen.add(t.data_ptr())))
+
+
+def resume_digests(out: str) -> dict[str, list[str]]:
+    """The weights sha256 a resumed run printed: {"checkpoint": [d], "learner": [d], "engines": [d, ...]}."""
+    (line,) = [line for line in out.splitlines() if line.startswith("resumed weights sha256:")]
+    parts = dict(re.match(r"\s*(\w+) (.*)", part).groups() for part in line.split(":", 1)[1].split(", ", 2))
+    return {k: v.split(", ") for k, v in parts.items()}
+
+
+def hf_digest(model_dir: Path) -> str:
+    from safetensors.torch import load_file
+
+    return weights_digest(load_file(model_dir / "model.safetensors").items())
 
 
 def test_kill_9_at_several_points_and_resume_to_the_last_step(setup):
     tmp, overrides = setup
     run_dir, ckpts = tmp / "run", tmp / "run" / "checkpoints"
+
+    straight_dir = tmp / "straight"
+    straight = {r["step"]: r for r in _grpo_rows(straight_dir)}
+    assert sorted(straight) == list(range(1, STEPS + 1))
+    assert straight[STEPS]["data_epoch"] == 1  # the last step crossed into the second epoch
+    digests: dict[Path, str] = {}  # checkpoint resumed from -> sha256 of its files' weights
 
     # 1. killed inside the step-2 checkpoint write: step-1 stays, the write is a staging leftover
     first = Run(tmp, overrides, "1-crash-in-write", resume=False, env={CRASH_ENV: "checkpoint-write:step-2"})
@@ -120,6 +153,7 @@ def test_kill_9_at_several_points_and_resume_to_the_last_step(setup):
     (partial,) = [p for p in ckpts.iterdir() if p.name != "step-1"]
     assert partial.name.startswith(".step-2.partial-") and not (partial / MANIFEST).exists()
     assert any((partial / "state").iterdir())  # the ranks' files were written
+    digests[ckpts / "step-1"] = checkpoint_digest(ckpts / "step-1")
 
     # 2. resumed from step 1 (the leftover named once), killed from outside as soon as it logs step 3
     second = Run(tmp, overrides, "2-killed-at-step-3", resume=True)
@@ -134,6 +168,7 @@ def test_kill_9_at_several_points_and_resume_to_the_last_step(setup):
     # 3. a torn newer directory planted, then resumed to the end
     newest = max((p for p in ckpts.iterdir() if p.name.startswith("step-")), key=lambda p: int(p.name[5:]))
     resumed_at = verify(newest)["step"]
+    digests[newest] = checkpoint_digest(newest)
     torn = ckpts / "step-9"
     shutil.copytree(newest, torn)
     files = verify(torn)["files"]
@@ -149,16 +184,29 @@ def test_kill_9_at_several_points_and_resume_to_the_last_step(setup):
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-3", "step-4"]  # retention; leftovers removed
     assert (run_dir / "grpo" / "model" / "config.json").is_file()
 
-    # every attempt at every step drew the samples and trained the weights an uninterrupted run would
+    # each resume put the checkpoint's weights on the learner and on every engine
+    assert len(set(digests.values())) == 2  # not vacuous: the steps moved the weights
+    for (ckpt, digest), run in zip(digests.items(), (second, third)):
+        printed = resume_digests(run.output())
+        print(f"resumed from {ckpt.name}: files {digest}, printed {printed}")
+        assert printed["checkpoint"] == printed["learner"] == [digest], (ckpt, printed)
+        assert printed["engines"] == [digest] * ENGINES, (ckpt, printed)
+        assert digest == verify(straight_dir / "checkpoints" / ckpt.name)["weights_sha256"]  # the straight run's too
+
+    # every attempt at every step drew the samples and trained from the weights the straight run did
     rows = _grpo_rows(run_dir)
-    expected = _expected_positions()
     assert {r["step"] for r in rows} == set(range(1, STEPS + 1))
     assert sum(r["step"] == 2 for r in rows) == 2  # done again after the crash in its checkpoint write
+    replayed = ("data_epoch", "data_pos", "samples", "policy_version", "weight_version", "episodes",
+                "reward_mean", "generated_tokens", "loss")
     for r in rows:
-        assert (r["data_epoch"], r["data_pos"]) == expected[r["step"]], r
-        assert (r["policy_version"], r["weight_version"]) == (r["step"] - 1, r["step"]), r
-        assert r["episodes"] == GROUPS * 2
-    assert expected[STEPS][0] == 1  # the last step crossed into the second epoch
+        assert {k: r[k] for k in replayed} == {k: straight[r["step"]][k] for k in replayed}, r["step"]
+    # and ended with its weights, bit for bit, checkpoint by checkpoint
+    for name in ("step-3", "step-4"):
+        assert verify(ckpts / name)["weights_sha256"] == verify(straight_dir / "checkpoints" / name)["weights_sha256"]
+    final = hf_digest(run_dir / "grpo" / "model")
+    assert final == hf_digest(straight_dir / "grpo" / "model") and final not in digests.values()
+    print(f"final weights sha256 (resumed and uninterrupted): {final}")
 
 
 def test_resume_under_a_different_config_is_refused_before_anything_starts(setup):
@@ -172,3 +220,17 @@ def test_resume_under_a_different_config_is_refused_before_anything_starts(setup
     fresh = Run(tmp, overrides, "5-fresh-over-old", resume=False)
     assert fresh.wait(timeout=120) == 2
     assert "continue it with --resume" in fresh.output()
+
+
+def test_the_weights_digest_changes_with_any_name_dtype_shape_or_bit_and_not_with_order():
+    import torch
+
+    weights = [("a.weight", torch.arange(6.0).reshape(2, 3)), ("b.bias", torch.ones(3)), ("c", torch.tensor(2.0))]
+    digest = weights_digest(weights)
+    assert weights_digest(weights[::-1]) == digest
+    flipped = weights[0][1].clone()
+    flipped.view(torch.int32)[0, 0] ^= 1  # the last bit of one float
+    for other in ([("a.weight", flipped), *weights[1:]], [("a.w", weights[0][1]), *weights[1:]],
+                  [("a.weight", weights[0][1].reshape(3, 2)), *weights[1:]],
+                  [("a.weight", weights[0][1].double()), *weights[1:]], weights[:2]):
+        assert weights_digest(other) != digest

@@ -106,6 +106,12 @@ class EngineActor:
         """The fleet's word that the weights loaded from disk are still the run's (no sync happened yet)."""
         self._current.set()
 
+    async def weights_digest(self) -> str | None:
+        """sha256 of the engine's weights as the learner names them (`checkpoints.weights_digest`); None from a
+        backend that holds them in another layout (vLLM packs qkv and gate/up) or elsewhere (a remote server)."""
+        digest = getattr(self.engine, "weights_digest", None)
+        return None if digest is None else await digest()
+
     async def health(self) -> dict:
         return {**await self.engine.health(), "restarted": self.restarted, "needs_weights": not self._current.is_set(),
                 "incarnation": self.incarnation}

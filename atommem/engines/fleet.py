@@ -88,6 +88,12 @@ class EngineFleet:
                 "engine.num_cpus / engine.num_gpus, or add nodes"
             ) from None
 
+    def weights_digests(self) -> list[str | None]:
+        """Every engine's `weights_digest` (None where its backend cannot report one)."""
+        import ray
+
+        return ray.get([h.weights_digest.remote() for h in self.handles])
+
     @contextmanager
     def weights_changing(self) -> Iterator[None]:
         """Hold from a learner update to the sync of its result: no catch-up broadcasts in between."""

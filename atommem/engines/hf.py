@@ -174,6 +174,15 @@ class HFEngine:
         )
         return {"version": version, "tensors": n, "seconds": time.perf_counter() - start}
 
+    async def weights_digest(self) -> str:
+        """`checkpoints.weights_digest` of the parameters it generates with (a tied lm_head once, under the
+        embedding's name, as the learner names it), taken between two decode steps."""
+        from atommem.checkpoints import weights_digest
+
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: weights_digest(self.model.named_parameters())
+        )
+
     # ------------------------------------------------------------------ synchronous core
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
         """Copy tensors into the model in place (names as in `model.state_dict()`); returns how many.

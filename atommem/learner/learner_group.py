@@ -144,6 +144,10 @@ class LearnerGroup:
         """Per-rank float64 sums of every full parameter (ranks must agree; tests and debugging)."""
         return self._run("param_digest")
 
+    def weights_digest(self) -> str:
+        """sha256 of the full weights (`checkpoints.weights_digest`), computed on rank 0."""
+        return self._run("weights_digest")[0]
+
     def save_checkpoint(self, directory: str | Path, extra_state: dict | None = None, meta: dict | None = None) -> Path:
         """Every rank's DeepSpeed shards and RNG state (+ `extra_state` in rank 0's client state), written
         into a staging directory beside `directory`, fsynced, and published as `directory` by one rename

@@ -390,6 +390,19 @@ class LearnerWorker:
                 out.append(float(p.data.double().sum()))
         return out
 
+    def weights_digest(self) -> str | None:
+        """`checkpoints.weights_digest` of the full (gathered) parameters on rank 0, None elsewhere; every
+        rank must call it (ZeRO-3 gathers)."""
+        from atommem.checkpoints import weights_digest
+
+        def gathered() -> Iterator[tuple[str, torch.Tensor]]:
+            for bucket, tensors in self._gathered_buckets(int(self.cfg.learner.sync_bucket_mb * 2**20)):
+                if tensors is not None:
+                    yield from ((s.name, t) for s, t in zip(bucket, tensors))
+
+        digest = weights_digest(gathered())
+        return digest if self.rank == 0 else None
+
     def init_weight_sender(self, master_addr: str, master_port: int, world_size: int, backend: str) -> None:
         """Rank 0 becomes rank 0 of the weight-sync group (blocks until every engine joins)."""
         if self.rank != 0:

@@ -20,10 +20,24 @@ Checkpoints (`checkpoints.py`): `run_dir/checkpoints/step-N`, written atomically
 the trainer state: step, weight version, data position, driver RNG), the newest `trainer.keep_checkpoints`
 kept. `--resume` continues from the newest complete one, refused when the config differs in a key it
 depends on; each resumed step draws the samples and trains the weight version an uninterrupted run would.
+A checkpoint's manifest holds the sha256 of its weights; a resume checks the learner's against it and
+every engine's (HF) against the learner's.
+
+Replay: an episode samples from its own seed (`episode_seed`: the run's seed, the step, the draw's index;
+each turn adds its own, policies/model.py) and the learner takes a batch's groups in uid order, so in
+`trainer.mode: sync` with `grpo.tis_cap` unset a resumed run on the HF engine ends with the uninterrupted
+run's weights bit for bit (tests/test_crash_resume.py: one learner rank, CPU). It rests on the engine's
+logits depending on what they are batched with only in the last bits (HF on CPU: logprobs within 5e-7),
+which changes a sampled token only at a near-tie, and on the loss not reading the engine's logprobs. So it
+does not hold in async mode (timing decides which weights a turn is sampled from), with `grpo.tis_cap`
+(the engine's batch-dependent logprobs enter the loss), nor is it promised on vLLM (batch-variant
+kernels, chunked prefill and the prefix cache: a near-tie may go the other way) or with several ranks or
+GPUs (reduction order), where it was not checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +97,14 @@ def best_step(val_em: list[list[float]]) -> tuple[int, float]:
     return int(step), em
 
 
+def episode_seed(seed: int, step: int, draw: int) -> int:
+    """The seed of the episodes of one drawn sample (rollout g of its group adds g): a hash of the run's seed,
+    the step and the draw's index in the sampler's sequence (unique per draw, refills included), never of
+    timing, of the runner or engine that plays it, or of how many resumes came before (the uid's nonce
+    counts those), so a resumed run samples what an uninterrupted one would. 40 bits: the policy derives
+    each turn's seed as `seed * 2**16 + turn` (policies/model.py), and seeds must fit 64 bits."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{draw}".encode()).digest()[:5], "big")
+
 
 @dataclass
 class GRPOState:
@@ -129,6 +151,8 @@ class GRPOTrainer:
         self.sampler = EpochSampler(len(self.train), cfg.trainer.seed)
         self.checkpoints = CheckpointManager(Path(cfg.trainer.run_dir) / "checkpoints", cfg.trainer.keep_checkpoints, cfg)
         self.stopped_by = ""  # the signal that ended run() early ("" when it ran to its end)
+        self._sample_of: dict[str, str] = {}  # uid -> sample id, for the step's record
+        self.resume_digests: dict = {}  # weights sha256 of the checkpoint, the learner and each engine at the last resume
         self.best_path = Path(cfg.trainer.run_dir) / "grpo" / "best"  # learner state of the best validation step
         self.resumes = 0
 
@@ -136,14 +160,20 @@ class GRPOTrainer:
     def _submit(self, num_groups: int) -> None:
         from atommem.rollout.records import make_requests
 
-        picked = [self.train[i] for i in self.sampler.take(num_groups)]
+        first = self.sampler.epoch * self.sampler.size + self.sampler.pos  # the index of the next draw
+        picked = [(first + k, self.train[i]) for k, i in enumerate(self.sampler.take(num_groups))]
         # A nonce per submission keeps uids and episode ids unique when a sample comes round again, and
         # when a resume onto this trainer's runners plays a step again.
         nonce = f"r{self.resumes}v{self.state.version}s{self.state.step}e{self.sampler.epoch}p{self.sampler.pos}"
         seen: set[str] = set()
-        unique = [s for s in picked if not (s.id in seen or seen.add(s.id))]
-        self.pool.submit(make_requests(unique, self.cfg.grpo.group_size, nonce=nonce,
-                                       seed=self.cfg.trainer.seed + 7919 * self.state.step))
+        requests = [
+            request
+            for draw, sample in picked if not (sample.id in seen or seen.add(sample.id))
+            for request in make_requests([sample], self.cfg.grpo.group_size, nonce=nonce,
+                                         seed=episode_seed(self.cfg.trainer.seed, self.state.step, draw))
+        ]
+        self._sample_of.update((r.uid, r.sample.id) for r in requests)
+        self.pool.submit(requests)
 
     def _fresh(self, summaries: list) -> bool:
         """A group is usable when every turn of it is recent enough: from the current weights in sync mode
@@ -183,6 +213,7 @@ class GRPOTrainer:
         cfg = self.cfg
         t0 = time.monotonic()
         groups, extra = self._gather()
+        groups.sort(key=lambda group: group[0][1].uid)  # the learner's row order, not the order groups completed in
         if cfg.trainer.mode == "async":
             self._submit(cfg.grpo.batch_groups)  # next batch plays while the learner steps
         t_roll = time.monotonic() - t0
@@ -217,6 +248,7 @@ class GRPOTrainer:
             "staleness": self.state.version - 1 - min(s.min_weight_version for s in summaries),
             "data_epoch": self.sampler.epoch,  # where the sampler stands once this step's samples are drawn
             "data_pos": self.sampler.pos,
+            "samples": [self._sample_of.pop(group[0][1].uid) for group in groups],  # trained on, in the learner's order
             "rollout_workers": self.pool.num_workers,
         }
         get_metrics().learner_step(t_learn, int(metrics.get("tokens", 0)), record)
@@ -313,19 +345,32 @@ class GRPOTrainer:
         """Checkpoint the current step atomically into `run_dir/checkpoints/step-N`, then apply retention."""
         self.state.sampler = self.sampler.state_dict()
         extra = {"grpo_state": self.state.__dict__, "py_rng": random.getstate(), "np_rng": np.random.get_state()}
-        meta = self.checkpoints.meta(self.state.step, weight_version=self.state.version, sampler=self.state.sampler)
+        meta = self.checkpoints.meta(self.state.step, weight_version=self.state.version, sampler=self.state.sampler,
+                                     weights_sha256=self.learner.weights_digest())
         path = self.learner.save_checkpoint(self.checkpoints.path(self.state.step), extra, meta=meta)
         self.checkpoints.prune()
         return path
 
     def resume(self, path: Path) -> None:
         """Continue from the complete checkpoint at `path` (a torn one, or one written under a config that
-        differs in a key it depends on, is refused); the engines get its weights and version."""
-        self.checkpoints.check_compatible(Checkpoint.open(path))
+        differs in a key it depends on, is refused); the engines get its weights and version. The weights are
+        checked by digest: the learner's against the one saved in the manifest, every engine's against the
+        learner's (`resume_digests`); a mismatch raises."""
+        ckpt = Checkpoint.open(path)
+        self.checkpoints.check_compatible(ckpt)
         with self.fleet.weights_changing():
             extra = self.learner.load_checkpoint(str(path))
             self.state = GRPOState(**extra["grpo_state"])
             self.fleet.sync_weights(self.learner, self.state.version, rewind=True)
+            digests = {"checkpoint": ckpt.manifest.get("weights_sha256"), "learner": self.learner.weights_digest(),
+                       "engines": self.fleet.weights_digests()}
+        if digests["checkpoint"] not in (None, digests["learner"]):  # None: written before digests were saved
+            raise RuntimeError(f"{path}: the learner loaded weights of sha256 {digests['learner']}, the checkpoint "
+                               f"saved {digests['checkpoint']}")
+        wrong = [i for i, d in enumerate(digests["engines"]) if d not in (None, digests["learner"])]  # None: not reported
+        if wrong:
+            raise RuntimeError(f"after resuming {path}, engines {wrong} hold other weights than the learner: {digests}")
+        self.resume_digests = digests
         self.sampler = EpochSampler.from_state(self.state.sampler)
         random.setstate(extra["py_rng"])
         np.random.set_state(extra["np_rng"])
@@ -370,6 +415,9 @@ def train_grpo(cfg: Config, resume: bool = False) -> Path:
         if resume:
             trainer.resume(ckpt.path)
             print(f"resumed from {ckpt.path} at step {trainer.state.step} (weight version {trainer.state.version})")
+            d = trainer.resume_digests
+            print(f"resumed weights sha256: checkpoint {d['checkpoint']}, learner {d['learner']}, "
+                  f"engines {', '.join(map(str, d['engines']))}")
         trainer.run(dev, val=val)
         if trainer.stopped_by:
             out = checkpoints.path(trainer.state.step)
