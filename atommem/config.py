@@ -256,7 +256,7 @@ class TrainerConfig:
     steps: int = 100  # GRPO steps
     mode: Literal["sync", "async"] = "sync"  # on-policy, or bounded-async rollouts
     max_staleness: int = 1  # async: drop trajectories older than this many weight versions
-    eval_every: int = 10  # steps between dev evaluations (0 = only at the end)
+    eval_every: int = 10  # GRPO steps between evaluations: of data.val when set (GRPO keeps the best; it is also scored before the first step and after the last), else of dev (a curve to watch); 0 = data.val at the start and end only, no dev curve
     checkpoint_every: int = 10  # steps between checkpoints (0 = never)
     keep_checkpoints: int = 2  # newest complete checkpoints kept in run_dir/checkpoints, older ones deleted after each save (0 = all)
     time_budget_s: Optional[float] = None  # stop GRPO after this wall time
