@@ -18,6 +18,7 @@ class Turn:
     phase: str  # "read" | "answer"
     response_text: str = ""  # decoded response, for inspection only
     state: str = ""  # the env's label of this turn (`MemoryEnv.turn_state`: a chunk's kind, "answer", ...)
+    engine_id: str = ""  # start id of the engine process that generated it ("" for scripted turns)
 
 
 @dataclass

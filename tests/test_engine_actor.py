@@ -1,4 +1,5 @@
-"""Engine actors: the HF engine inside a Ray actor behaves like the local one."""
+"""Engine actors: the HF engine inside a Ray actor behaves like the local one, and once killed and restarted by
+Ray it serves from its new process, holding every request until it is given weights."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from weight_sync_support import sync_over_gloo
 pytestmark = pytest.mark.ray
 
 
-def test_engine_actor_matches_local_engine_and_takes_weights(ray_local, tmp_path):
+def test_engine_actor_matches_local_engine_takes_weights_and_restarts_holding_requests(ray_local, tmp_path):
     model_dir = make_tiny_model_dir(tmp_path)
     cfg = EngineConfig(kind="hf", num_cpus=1, max_batch_size=4, max_restarts=1)
     local = make_engine(cfg, str(model_dir))
@@ -41,8 +42,29 @@ def test_engine_actor_matches_local_engine_and_takes_weights(ray_local, tmp_path
     assert [r.token_ids for r in remote2] == [h.token_ids for h in here2]
     assert [r.token_ids for r in remote2] != [r.token_ids for r in remote]
     assert {r.weight_version for r in remote2} == {2}
-    assert health["ready"] and health["weight_version"] == 2 and health["requests"] == 6
+    assert {r.engine_id for r in remote + remote2} == {health["incarnation"]}
+    assert health["ready"] and health["weight_version"] == 2 and health["requests"] == health["served"] == 6
+    assert health["served_before_current"] == 0 and not health["restarted"]
     assert ray_local.get_actor("engine-test-0") is not None
+
+    # killed: Ray restarts it with the weights on disk; a request sent meanwhile is held until weights come
+    newer = [(n, t * -0.5) for n, t in new]
+    local.load_weights(newer, version=3)
+
+    async def restart():
+        ray_local.kill(actor, no_restart=False)
+        held = actor.generate.remote(prompts[0], greedy)  # retried on the new process
+        waiting = await actor.health.remote()
+        answered, _ = ray_local.wait([held], timeout=2)
+        await sync_over_gloo(actor, newer, version=3)
+        return waiting, answered, await held, await local.generate(prompts[0], greedy), await actor.health.remote()
+
+    waiting, answered, gen, expected, after = asyncio.run(restart())
+    assert waiting["restarted"] and waiting["needs_weights"] and waiting["served"] == 0 and not answered
+    assert (after["pid"], after["incarnation"]) != (health["pid"], health["incarnation"])
+    assert gen.engine_id == after["incarnation"] and gen.weight_version == 3
+    assert gen.token_ids == expected.token_ids != remote[0].token_ids  # the synced weights, not those on disk
+    assert after["served"] == 1 and after["served_before_current"] == 0
 
 
 def test_openai_kind_without_url_is_an_engine_error():

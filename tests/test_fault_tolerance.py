@@ -4,6 +4,9 @@ of the whole trainer, the async staleness filter, and SIGTERM ending run() with 
 
 "Mid-step" is exact: the kill lands once the step's episodes are submitted and the engine has answered
 a first request, so every episode of the step is in flight and needs the restarted actor to finish.
+The restarted engine is shown by what it generated: each turn carries the start id of the engine process
+that answered it, and the new process's turns are what the learner's weights of that step give (an HF
+forward pass), with none served before its re-sync.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from contextlib import contextmanager
 import pytest
 
 from atommem.config import load_config
+from atommem.engines.base import Generation
 from atommem.rollout.records import TrajectorySummary
 from helpers_models import TEST_SYNTH, make_tiny_model_dir
 from test_learner_group import make_trajectories
+from vllm_support import forward_check
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -44,6 +49,8 @@ def trainer(tmp_path_factory):
         f"trainer.run_dir={tmp / 'run'}", "trainer.steps=100", "trainer.eval_every=0", "trainer.checkpoint_every=0",
         "trainer.time_budget_s=null", "trainer.tensorboard=false", f"grpo.batch_groups={GROUPS}",
         f"grpo.group_size={GROUP_SIZE}", "sampling.max_tokens=8", "rollout.envs_per_worker=4", "rollout.num_workers=1",
+        # rewards that differ within a group (format errors cost) and an entropy bonus: every step moves the weights
+        "env.format_penalty=0.05", "grpo.entropy_coef=0.01", "grpo.lr=1e-2",
         "rollout.min_workers=1", "rollout.max_workers=1", "rollout.num_cpus_per_worker=0.5", "engine.num_cpus=0.5",
         "learner.num_cpus=1", "cluster.num_cpus=4",
     ])
@@ -82,14 +89,15 @@ def kill_mid_step(trainer, kill):
 
 
 @contextmanager
-def trained_episodes(trainer):
-    """The episode ids of every batch handed to the learner."""
+def trained_episodes(trainer, trajectories: bool = False):
+    """The episode ids (or the trajectories) of every batch handed to the learner."""
     import ray
 
     update, seen = trainer.learner.update_grpo, []
 
     def recording(batch):
-        seen.append([t.episode_id for t in ray.get([ref for ref, _ in batch])])
+        trajs = ray.get([ref for ref, _ in batch])
+        seen.append(trajs if trajectories else [t.episode_id for t in trajs])
         return update(batch)
 
     trainer.learner.update_grpo = recording
@@ -99,21 +107,51 @@ def trained_episodes(trainer):
         del trainer.learner.update_grpo
 
 
+def learner_model(trainer):
+    """An HF model holding the learner group's current weights."""
+    from atommem.models.loading import load_model
+
+    model = load_model(trainer.model_path)
+    missing, unexpected = model.load_state_dict(trainer.learner.state_dict(), strict=False)
+    assert missing == ["lm_head.weight"] and not unexpected  # tied: it comes with the embedding
+    return model
+
+
 def test_an_engine_killed_mid_step_serves_again_only_with_the_current_weights(trainer):
     import ray
+
+    from atommem.checkpoints import weights_digest
+    from atommem.models.loading import load_model
 
     version = trainer.state.version
     engine = trainer.fleet.handles[0]
     caught_up = trainer.fleet.catch_ups
-    with trained_episodes(trainer) as seen, kill_mid_step(trainer, lambda: ray.kill(engine, no_restart=False)):
+    before = ray.get(engine.health.remote())
+    model = learner_model(trainer)  # the weights of `version`, the ones this step must be sampled from
+    assert weights_digest(model.model.named_parameters()) != weights_digest(load_model(trainer.model_path).model.named_parameters())
+    with trained_episodes(trainer, trajectories=True) as seen, kill_mid_step(trainer, lambda: ray.kill(engine, no_restart=False)):
         record = trainer.step()
     health = ray.get(engine.health.remote())
-    assert health["restarted"] and health["requests"] > 0  # the step's episodes finished on the restarted engine
+    assert health["restarted"] and (health["incarnation"], health["pid"]) != (before["incarnation"], before["pid"])
     assert trainer.fleet.catch_ups > caught_up
     # every turn of the step came from the current weights: none stale, none dropped and replayed
     assert (record["policy_version"], record["groups_dropped"]) == (version, 0)
-    (ids,) = seen
+    (trajectories,) = seen
+    ids = [t.episode_id for t in trajectories]
     assert len(ids) == len(set(ids)) == GROUPS * GROUP_SIZE == record["episodes"]
+    # the turns answered after the kill came from the new process, each one it served, none before its re-sync,
+    # and they are what the learner's weights of this step give, not the weights on disk it started with
+    turns = [turn for t in trajectories for turn in t.turns]
+    by_process = {turn.engine_id for turn in turns}
+    assert by_process <= {before["incarnation"], health["incarnation"]}
+    new = [turn for turn in turns if turn.engine_id == health["incarnation"]]
+    assert len(new) == health["served"] > 0 and health["served_before_current"] == 0
+    for turn in turns:
+        gen = Generation(turn.response_ids, turn.logprobs, "stop", turn.weight_version)
+        forward_check(model, turn.prompt_ids, gen, greedy=False)
+    print(f"engine killed mid-step: pid {before['pid']} -> {health['pid']}, start id {before['incarnation'][:12]} -> "
+          f"{health['incarnation'][:12]}; turns of the step by the old process {len(turns) - len(new)}, by the new "
+          f"{len(new)} (it served {health['served']}, {health['served_before_current']} before its re-sync)")
     assert health["weight_version"] == trainer.state.version == version + 1  # and it took the step's sync
     assert trainer.step()["policy_version"] == version + 1
 
@@ -142,6 +180,8 @@ def test_an_engine_added_late_serves_only_once_it_holds_the_current_weights(trai
     late = trainer.fleet.add_engine()
     out = ray.get(late.generate.remote([5, 9, 30], SamplingParams(temperature=0.0, max_tokens=4)), timeout=120)
     assert out.weight_version == trainer.state.version > 0
+    health = ray.get(late.health.remote())
+    assert out.engine_id == health["incarnation"] and health["served_before_current"] == 0
     with pytest.raises(ValueError, match="only go forward"):
         trainer.fleet.sync_weights(trainer.learner, trainer.state.version - 1)
 

@@ -5,13 +5,17 @@ an async Ray actor (restarted up to `max_restarts` times; `generate`/`health` ar
 actor, weight-sync calls are not: a broadcast cannot be replayed, the fleet re-syncs instead). A
 restarted engine comes back with the weights on disk, and so does one added to a run already past
 them: such an engine holds every `generate` until its fleet has given it the run's current weights
-(`engines/fleet.py` watches for it), so it never serves old weights under any version stamp.
+(`engines/fleet.py` watches for it), so it never serves old weights under any version stamp. Each
+generation carries the start id of the process that made it (`Generation.engine_id`, kept per turn in
+trajectories); `health` reports it with the pid, the calls served and how many came before the weights
+were current (0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import uuid
 import warnings
 from typing import Any
@@ -72,23 +76,33 @@ class EngineActor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
-        self.incarnation = uuid.uuid4().hex  # this process: a weight-sync group is built for one set of them
+        # this process: a weight-sync group is built for one set of them, and its generations carry it
+        self.incarnation = uuid.uuid4().hex
         self.version = 0  # of the weights loaded (those on disk are 0); only goes forward
         self._current = asyncio.Event()  # set once the loaded weights are the run's current ones
+        self.served = 0  # generate calls this process handed to its engine
+        self.served_before_current: int | None = None  # of those, before its weights were the run's (always 0)
         if not (needs_weights or self.restarted):
-            self._current.set()
+            self._mark_current()
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         from atommem.metrics import get_metrics
 
         await self._current.wait()
+        self.served += 1
         gen = await self.engine.generate(prompt_ids, params)
+        gen.engine_id = self.incarnation
         get_metrics().generated_tokens(len(gen.token_ids), engine=self.name)
         return gen
 
+    def _mark_current(self) -> None:
+        if not self._current.is_set():
+            self.served_before_current = self.served
+            self._current.set()
+
     def _loaded(self, version: int) -> None:
         self.version = version
-        self._current.set()
+        self._mark_current()
 
     async def init_weight_sync(
         self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str = "gloo"
@@ -104,7 +118,7 @@ class EngineActor:
 
     async def weights_are_current(self) -> None:
         """The fleet's word that the weights loaded from disk are still the run's (no sync happened yet)."""
-        self._current.set()
+        self._mark_current()
 
     async def weights_digest(self) -> str | None:
         """sha256 of the engine's weights as the learner names them (`checkpoints.weights_digest`); None from a
@@ -114,7 +128,8 @@ class EngineActor:
 
     async def health(self) -> dict:
         return {**await self.engine.health(), "restarted": self.restarted, "needs_weights": not self._current.is_set(),
-                "incarnation": self.incarnation}
+                "incarnation": self.incarnation, "pid": os.getpid(), "served": self.served,
+                "served_before_current": self.served_before_current}
 
 
 @functools.cache

@@ -23,6 +23,7 @@ class Generation:
     finish_reason: str  # "stop" | "length"
     weight_version: int  # version of the weights that produced it
     text: str | None = None  # decoded text when the backend has it
+    engine_id: str = ""  # start id of the engine process that produced it (an engine actor's incarnation)
 
 
 @runtime_checkable

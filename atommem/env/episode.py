@@ -42,6 +42,7 @@ async def play_episode(env: "MemoryEnv", policy: "Policy", *, embedder: Any = No
                 phase=phase,
                 response_text=out.text,
                 state=info["state"],
+                engine_id=out.engine_id,
             )
         )
         infos.append(info)

@@ -19,6 +19,7 @@ class PolicyOutput:
     logprobs: list[float] | None = None  # behaviour logprob per response id
     weight_version: int = 0  # policy weights that produced the response
     complete: bool = True  # False: generation hit max_tokens without EOS
+    engine_id: str = ""  # the engine process that generated it ("" for scripted policies)
 
 
 class Policy(Protocol):

@@ -44,6 +44,7 @@ class ModelPolicy:
             logprobs=list(gen.logprobs),
             weight_version=gen.weight_version,
             complete=gen.finish_reason == "stop",
+            engine_id=gen.engine_id,
         )
 
     def decode(self, token_ids: list[int]) -> str:

@@ -25,6 +25,7 @@ TURN = pa.struct(
         ("phase", pa.string()),
         ("response_text", pa.string()),
         ("state", pa.string()),
+        ("engine_id", pa.string()),
     ]
 )
 SCHEMA = pa.schema(
