@@ -108,10 +108,12 @@ class DataConfig:
 class TinyModelConfig:
     """A tiny random policy and its trained tokenizer, built at `model.path` when missing (CPU runs, tests)."""
 
-    arch: Literal["llama", "qwen2"] = "llama"  # HF architecture of the tiny policy
+    arch: Literal["llama", "qwen2", "qwen3"] = "llama"  # HF architecture of the tiny policy (qwen3: Qwen3-8B's, with q/k norms)
     hidden_size: int = 128  # width of the tiny model
     num_layers: int = 4  # transformer layers
     num_heads: int = 4  # attention heads (vLLM's CPU kernels need hidden_size / num_heads in 32, 64, 80, ...)
+    num_kv_heads: Optional[int] = None  # key/value heads, dividing num_heads (fewer: grouped-query attention, as Qwen3); None = num_heads
+    tie_embeddings: bool = True  # lm_head shares the input embedding's weight (Qwen3-8B does not: false)
     intermediate_size: int = 512  # MLP width
     max_position_embeddings: int = 2048  # longest sequence (prompt + response) the tiny model takes
     vocab_size: int = 2000  # upper bound for the locally trained tokenizer

@@ -44,10 +44,10 @@ def with_weights(model: torch.nn.Module, named: list[tuple[str, torch.Tensor]]) 
     return model
 
 
-def forward_check(model: torch.nn.Module, prompt: list[int], gen: Generation, greedy: bool, atol: float = 1e-4) -> None:
+def forward_check(model: torch.nn.Module, prompt: list[int], gen: Generation, greedy: bool, atol: float = 1e-4) -> float:
     """The engine's logprobs are an HF forward pass's over prompt + generation (within `atol`, fp32); with
     `greedy`, each token is also the forward pass's most likely one (up to `atol`: kernels that differ in
-    the last bits may break near-ties either way)."""
+    the last bits may break near-ties either way). Returns the largest logprob difference."""
     ids = torch.tensor([prompt + list(gen.token_ids)])
     with torch.no_grad():
         logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
@@ -57,6 +57,7 @@ def forward_check(model: torch.nn.Module, prompt: list[int], gen: Generation, gr
     assert worst <= atol, f"engine logprobs differ from the HF forward by up to {worst:.2e}"
     if greedy:
         assert bool((expected >= logp.max(-1).values - atol).all()), "a greedy token is not the forward pass's argmax"
+    return worst
 
 
 class Learner:

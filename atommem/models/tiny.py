@@ -1,4 +1,4 @@
-"""The tiny CPU policy: a small Llama/Qwen2 plus a tokenizer trained on the task's own text.
+"""The tiny CPU policy: a small Llama/Qwen2/Qwen3 plus a tokenizer trained on the task's own text.
 
 `ensure_model` builds it on first use from synthetic episodes played by the oracle through the real
 env prompts, so the prompt words, the action tags and every synthetic name/value are single tokens.
@@ -25,28 +25,33 @@ CORPUS_EPISODES = 48  # oracle episodes per prompt style rendered into the token
 
 
 def _model_config(cfg: TinyModelConfig, tokenizer):
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
 
+    kv_heads = cfg.num_heads if cfg.num_kv_heads is None else cfg.num_kv_heads
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
+        num_key_value_heads=kv_heads,
         intermediate_size=cfg.intermediate_size,
         max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=cfg.tie_embeddings,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     if cfg.hidden_size % cfg.num_heads:
         raise UserError(f"model.tiny.hidden_size {cfg.hidden_size} must be a multiple of num_heads {cfg.num_heads}")
+    if kv_heads < 1 or cfg.num_heads % kv_heads:
+        raise UserError(f"model.tiny.num_kv_heads {kv_heads} must divide num_heads {cfg.num_heads}")
     if cfg.arch == "llama":
         return LlamaConfig(**common)
     if cfg.arch == "qwen2":
         return Qwen2Config(**common)
-    raise UserError(f"model.tiny.arch {cfg.arch!r} is not one of llama, qwen2")
+    if cfg.arch == "qwen3":  # its head_dim is a setting of its own (128 by default): the width's share here
+        return Qwen3Config(**common, head_dim=cfg.hidden_size // cfg.num_heads)
+    raise UserError(f"model.tiny.arch {cfg.arch!r} is not one of llama, qwen2, qwen3")
 
 
 def build_tiny_model(
@@ -146,8 +151,10 @@ def ensure_model(model_cfg: ModelConfig, synth_cfg: SynthConfig) -> Path:
             return path
         if record_file.is_file():
             built = json.loads(record_file.read_text())
+            # a setting added since that build counts as its default there
+            defaults = {"tiny": dataclasses.asdict(TinyModelConfig()), "synth": dataclasses.asdict(SynthConfig())}
             changed = [f"{section}.{k}" for section in record for k in sorted(record[section])
-                       if built.get(section, {}).get(k) != record[section][k]]
+                       if built.get(section, {}).get(k, defaults[section][k]) != record[section][k]]
             if changed:
                 raise UserError(
                     f"model.path {path} holds a tiny model built from other settings ({', '.join(changed)} differ); "
