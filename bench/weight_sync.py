@@ -1,4 +1,4 @@
-"""Weight sync: bucketed flat broadcasts vs one broadcast per tensor, over gloo between two processes.
+"""Weight sync: bucketed flat broadcasts vs one broadcast per tensor, over gloo (or NCCL) between two processes.
 
 A Llama built from config (default hidden 1024, 8 layers, fp32, ~0.4 GB) lives in a sender process
 and a receiver process (torch.multiprocessing, no Ray). Both modes use the same WeightSender /
@@ -6,7 +6,9 @@ WeightReceiver group and send metadata once per sync; only the bucket size diffe
 (`--bucket-mb` vs 0 = per tensor). Each mode runs `--repeats` times after a warm-up and the best
 time is kept; the receiver checks every tensor arrived bit-exact.
 
-Usage: python bench/weight_sync.py [--hidden 1024 --layers 8 --vocab 8192 --bucket-mb 64 --repeats 2]
+Usage: python bench/weight_sync.py [--hidden 1024 --layers 8 --vocab 8192 --bucket-mb 64 --repeats 2] [--backend nccl]
+`--backend nccl` puts the sender on GPU 0 and the receiver on GPU 1: NCCL refuses two ranks on one GPU
+("Duplicate GPU detected"), so it needs two GPUs.
 A second, latency-bound model (hidden 128, 64 layers: ~580 small tensors) shows where bucketing pays
 on its own; on the large model the broadcast is bandwidth-bound, its big tensors travel unpacked
 (see plan_buckets) and the two modes should tie.
@@ -51,10 +53,18 @@ def schedule(args) -> list[tuple[str, int]]:
     return modes
 
 
+def device(args, rank: int) -> torch.device:
+    if args.backend == "nccl":
+        torch.cuda.set_device(rank)
+        return torch.device("cuda", rank)
+    return torch.device("cpu")
+
+
 def receiver(port: int, args, queue) -> None:
     torch.set_num_threads(1)
-    expected = build_state(args)
-    rx = WeightReceiver("127.0.0.1", port, 1, 2, "gloo", timeout_s=600)
+    on = device(args, 1)
+    expected = {n: t.to(on) for n, t in build_state(args).items()}
+    rx = WeightReceiver("127.0.0.1", port, 1, 2, args.backend, timeout_s=600)
     for _mode, _ in schedule(args):
         mismatched = [n for n, t in rx.receive() if not torch.equal(t, expected[n])]
         queue.put(mismatched)
@@ -66,9 +76,10 @@ def run(args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=receiver, args=(port, args, queue))
     proc.start()
-    state = build_state(args)
+    on = device(args, 0)
+    state = {n: t.to(on) for n, t in build_state(args).items()}
     total_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    tx = WeightSender("127.0.0.1", port, 2, "gloo", timeout_s=600)
+    tx = WeightSender("127.0.0.1", port, 2, args.backend, timeout_s=600)
     times: dict[str, list[float]] = {"bucketed": [], "per_tensor": []}
     for mode, bucket_bytes in schedule(args):
         start = time.perf_counter()
@@ -83,6 +94,7 @@ def run(args) -> dict:
     best = {m: min(v) for m, v in times.items()}
     return {
         "model": f"llama hidden={args.hidden} layers={args.layers} vocab={args.vocab} fp32",
+        "backend": args.backend,
         "model_bytes": total_bytes,
         "num_tensors": len(state),
         "bucket_mb": args.bucket_mb,
@@ -103,7 +115,10 @@ def main() -> None:
     ap.add_argument("--bucket-mb", type=float, default=64.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-many-tensors", action="store_true", help="skip the latency-bound second model")
+    ap.add_argument("--backend", choices=["gloo", "nccl"], default="gloo", help="nccl: GPU 0 sends to GPU 1")
     args = ap.parse_args()
+    if args.backend == "nccl" and torch.cuda.device_count() < 2:
+        raise SystemExit(f"--backend nccl needs 2 GPUs (NCCL refuses two ranks on one GPU); {torch.cuda.device_count()} here")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     result = {"large_tensors": run(args)}

@@ -117,7 +117,8 @@ class EngineFleet:
             # One process per engine joins the group: a restarted engine is a new one (and waits to be asked).
             key = tuple(r["incarnation"] for r in ray.get([h.health.remote() for h in self.handles]))
             if self._sync_key != key:
-                backend = "nccl" if self.cfg.learner.num_gpus > 0 else "gloo"
+                # NCCL between GPUs only: an engine on CPU joins over gloo (the learner sends from host memory)
+                backend = "nccl" if self.cfg.learner.num_gpus > 0 and self.cfg.engine.num_gpus > 0 else "gloo"
                 ip, port = learner.weight_sync_address()
                 # a vLLM engine joins with each of its tensor-parallel workers: ranks 1 + i*tp .. (i+1)*tp
                 tp = self.cfg.engine.tensor_parallel_size if self.cfg.engine.kind == "vllm" else 1
