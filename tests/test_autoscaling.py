@@ -14,6 +14,7 @@ The timeline (nodes added and removed, the lost node's episodes and what became 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -137,16 +138,12 @@ def _runner_actor(dashboard: str, group, index: int):
     return get_actor(group.handle(index)._actor_id.hex(), address=dashboard)
 
 
-def _node_processes(worker_pid: int) -> list[int]:
-    """The raylet of `worker_pid`'s node (a worker's parent) and every process under it (its workers and
-    agents): what a lost machine takes with it. Killing the raylet alone leaves the workers serving their
-    callers directly for a while."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
-    parent = dict((int(p), int(pp)) for p, pp in (line.split() for line in out.splitlines() if line.strip()))
-    tree = [parent[worker_pid]]
-    for pid in tree:
-        tree += [child for child, pp in parent.items() if pp == pid]
-    return tree
+def _cluster_script():
+    """cluster/local/cluster.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("local_cluster", CLUSTER[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager
@@ -230,7 +227,7 @@ def test_rollout_nodes_come_with_the_pool_a_lost_one_costs_no_episode_and_idle_o
         # 2. node loss mid-step: the raylet of runner 0's node is killed with the step's episodes in flight
         victim = group.runner_indices()[0]
         actor = _runner_actor(local_cluster["dashboard"], group, victim)
-        lost_node, node_pids = actor.node_id, _node_processes(actor.pid)
+        lost_node, node_pids = _cluster_script().node_processes(local_cluster["pid"], actor.node_id)
         lost: dict[str, list[str]] = {}
 
         def kill_node():

@@ -1,6 +1,7 @@
 """A multi-node Ray cluster on one machine, autoscaled by Ray's real autoscaler (cluster/local/autoscaling.yaml).
 
-    python cluster/local/cluster.py up     # prints {"address", "dashboard", "dir", "pid"} as JSON
+    python cluster/local/cluster.py up          # prints {"address", "dashboard", "dir", "pid", "temp_dir"} as JSON
+    python cluster/local/cluster.py kill-node   # a node lost: a rollout node's raylet, workers and agents, SIGKILL
     python cluster/local/cluster.py down
 
 `up` starts `ray start --head --block` with the fake multi-node provider (RAY_FAKE_CLUSTER=1): the
@@ -31,6 +32,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 DEFAULT_DIR = Path("/tmp/atommem-local-cluster")
 PORTS = ["port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "ray-client-server-port",
          "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port"]
@@ -53,6 +55,50 @@ def session_pids(sid: int) -> list[int]:
     out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
     return [int(p) for p, s, stat in (line.split() for line in out.splitlines() if line.strip())
             if int(s) == sid and "Z" not in stat]
+
+
+def _rollout_raylets(sid: int) -> dict[str, int]:
+    """Node id -> raylet pid of the session's live rollout nodes (the provider names each node in the
+    raylet's environment; the head's raylet has no node type there)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,comm="], capture_output=True, text=True).stdout
+    raylets = {}
+    for pid, s, stat, comm in (line.split(None, 3) for line in out.splitlines() if line.strip()):
+        if int(s) != sid or comm.strip() != "raylet" or "Z" in stat:
+            continue
+        try:
+            env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+        except OSError:
+            continue  # exited meanwhile
+        if env.get("RAY_NODE_TYPE_NAME") and env.get("RAY_OVERRIDE_NODE_ID_FOR_TESTING"):
+            raylets[env["RAY_OVERRIDE_NODE_ID_FOR_TESTING"]] = int(pid)
+    return raylets
+
+
+def node_processes(sid: int, node_id: str | None = None) -> tuple[str, list[int]]:
+    """Rollout node `node_id` (default: the newest) of session `sid`: its id, and its raylet and every process
+    under it (workers, agents), which is what a lost machine takes with it. The raylet alone is not enough:
+    its workers go on serving their callers directly for a while."""
+    raylets = _rollout_raylets(sid)
+    if not raylets or (node_id is not None and node_id not in raylets):
+        raise SystemExit(f"no live rollout node {node_id or ''} in this cluster (live: {sorted(raylets)})")
+    node_id = node_id or max(raylets)
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    parent = {int(p): int(pp) for p, pp in (line.split() for line in out.splitlines() if line.strip())}
+    tree = [raylets[node_id]]
+    for pid in tree:
+        tree += [child for child, pp in parent.items() if pp == pid]
+    return node_id, tree
+
+
+def kill_node(directory: Path, node_id: str | None = None) -> dict:
+    sid = json.loads(_state_file(directory).read_text())["pid"]
+    node_id, pids = node_processes(sid, node_id)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return {"node": node_id, "killed": pids}
 
 
 def _state_file(directory: Path) -> Path:
@@ -89,7 +135,9 @@ def up(directory: Path, config: Path, timeout_s: float, system_config: dict | No
            "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     with open(directory / "ray_start.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        # Every process starts in the checkout: a job submitted without --working-dir and its workers import
+        # atommem from it and resolve the configs' relative paths there.
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     info = {"address": address, "dashboard": f"http://127.0.0.1:{ports['dashboard-port']}", "dir": str(directory),
             "pid": proc.pid, "temp_dir": str(temp)}
@@ -143,14 +191,17 @@ def down(directory: Path) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "kill-node", "down"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="temp dir, logs and state of the cluster")
     parser.add_argument("--config", type=Path, default=HERE / "autoscaling.yaml", help="the autoscaler's cluster config")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the head")
     parser.add_argument("--system-config", type=json.loads, default=None, help="Ray system config (JSON) for the head")
+    parser.add_argument("--node", default=None, help="kill-node: the node id (default: the newest rollout node)")
     args = parser.parse_args(argv)
     if args.command == "up":
         print(json.dumps(up(args.dir.resolve(), args.config, args.timeout, args.system_config)))
+    elif args.command == "kill-node":
+        print(json.dumps(kill_node(args.dir.resolve(), args.node)))
     else:
         down(args.dir.resolve())
 
