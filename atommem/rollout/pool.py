@@ -10,7 +10,8 @@ Rules (from `RolloutConfig`), checked on every submit, after every delivered epi
   `retire(index, hand_back=True)` returns a busy runner's episodes to the queue front instead.
 Every change asks the cluster autoscaler for one bundle per runner through
 `ray.autoscaler.sdk.request_resources` (CPU plus the rollout nodes' custom resource), so the Ray
-autoscaler brings up or releases CPU rollout nodes (on a local Ray the request is recorded and ignored).
+autoscaler brings up or releases CPU rollout nodes (tests/test_autoscaling.py: Ray's real autoscaler on
+cluster/local's fake multi-node cluster; on a local Ray without one the request is recorded and ignored).
 The number of runners over time is kept in `history` and exported as the `atommem_rollout_workers` gauge.
 """
 
