@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ray._private.authentication.authentication_token_setup import _enable_token
 
 from atommem.config import load_config
 from helpers_models import TEST_SYNTH, make_tiny_model_dir
+from test_fault_tolerance import trained_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = [sys.executable, str(ROOT / "cluster" / "local" / "cluster.py")]
@@ -146,41 +146,6 @@ def _cluster_script():
     return module
 
 
-@contextmanager
-def trained_episodes(trainer):
-    """Every batch handed to the learner: (episode id, reward, runner that played it) per trajectory."""
-    import ray
-
-    update, seen = trainer.learner.update_grpo, []
-
-    def recording(batch):
-        seen.append([(t.episode_id, t.reward, t.metadata["worker"]) for t in ray.get([ref for ref, _ in batch])])
-        return update(batch)
-
-    trainer.learner.update_grpo = recording
-    try:
-        yield seen
-    finally:
-        del trainer.learner.update_grpo
-
-
-@contextmanager
-def kill_after_submit(trainer, kill):
-    """Run `kill()` as soon as the next step has handed its episodes to the runners: every one of them is in
-    flight and none can have finished (each needs several engine round trips)."""
-    submit = trainer._submit
-
-    def submit_then_kill(num_groups):
-        submit(num_groups)
-        kill()
-
-    trainer._submit = submit_then_kill
-    try:
-        yield
-    finally:
-        del trainer._submit
-
-
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.timeout(900)
@@ -221,8 +186,7 @@ def test_rollout_nodes_come_with_the_pool_a_lost_one_costs_no_episode_and_idle_o
         watch.mark("step 1 done", runners_on=placed)
         assert len(placed) == 2 and len(set(placed.values())) == 2
         assert set(placed.values()) <= watch.ids("added") and not set(placed.values()) & head
-        ids = [eid for eid, _, _ in seen[0]]
-        assert len(ids) == len(set(ids)) == GROUPS * GROUP_SIZE == first["episodes"]
+        assert len(seen[0]) == len(set(seen[0])) == GROUPS * GROUP_SIZE == first["episodes"]
 
         # 2. node loss mid-step: the raylet of runner 0's node is killed with the step's episodes in flight
         victim = group.runner_indices()[0]
@@ -236,17 +200,20 @@ def test_rollout_nodes_come_with_the_pool_a_lost_one_costs_no_episode_and_idle_o
                 os.kill(pid, signal.SIGKILL)
             watch.mark("node killed", node=lost_node, runner=victim, processes=len(node_pids), episodes=lost["episodes"])
 
-        with trained_episodes(trainer) as seen, kill_after_submit(trainer, kill_node):
-            second = trainer.step()
+        submit = trainer._submit
+        trainer._submit = lambda num_groups: (submit(num_groups), kill_node())  # every episode in flight, none done
+        try:
+            with trained_episodes(trainer) as seen:
+                second = trainer.step()
+        finally:
+            del trainer._submit
         watch.mark("step 2 done")
         after = _runner_actor(local_cluster["dashboard"], group, victim)
         replayed = ray.get(group.handle(victim).stats.remote())["episodes"]  # by the restarted process
-        (batch,) = seen
-        trained = [eid for eid, _, _ in batch]
-        outcome = {eid: {"trained_times": trained.count(eid), "reward": reward, "runner": worker}
-                   for eid, reward, worker in batch if eid in lost["episodes"]}
-        print(f"lost node {lost_node}: its runner {victim} restarted on {after.node_id} (pid {actor.pid} -> "
-              f"{after.pid}), which played {replayed} episodes; the lost node's episodes:", json.dumps(outcome, indent=1))
+        (trained,) = seen
+        print(f"lost node {lost_node}: runner {victim} restarted on {after.node_id} (pid {actor.pid} -> {after.pid}) "
+              f"and played {replayed} episodes there; times each of the lost node's episodes was trained:",
+              json.dumps({eid: trained.count(eid) for eid in lost["episodes"]}))
         assert lost["episodes"], "the kill landed when the runner had no episode in flight"
         assert lost_node in watch.ids("removed")
         assert after.node_id not in (lost_node, *placed.values()) and after.node_id in watch.ids("added")
