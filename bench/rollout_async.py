@@ -25,8 +25,12 @@ Engines:
         ratio it replays every request of the async run (same prompt ids, same max_tokens, same
         concurrency) through a raw `AsyncLLM.generate` loop, and prints the rollout's generated tokens/s
         against that loop's: what the env stepping, the policy and our engine wrapper leave of vLLM's speed.
+        The raw loop runs again at lockstep's mean batch (vLLM's tokens/s at a full batch over that one: what
+        filling the batch is worth on this engine) and with max_tokens=1 (the prompts' prefill: its share of
+        the raw loop's time). Requests are seeded per episode and turn, as in training.
 Prints one JSON object: env steps/s of each mode, the ratio async/lockstep, the fraction of wall time
-the engine had nothing to decode, and its mean batch occupancy.
+the engine had nothing to decode, its mean batch occupancy, and where async's env slots spent their time
+(a request in the engine, the env and policy between requests, no episode left for the slot).
 
 Each mode runs `--repeats` times, alternating, and the best run counts (the machine may be shared).
 
@@ -138,6 +142,11 @@ class TimedEngine:
         self.rng = random.Random(lengths[3] if lengths else 0)
         self.requests: list[tuple[list[int], SamplingParams]] = []
 
+    def cold_start(self) -> None:
+        """Empty vLLM's prefix cache, so that no run reuses another's prompts (every run plays the same ones)."""
+        if hasattr(self.engine, "on_engine_loop"):
+            asyncio.run(self.engine.on_engine_loop(self.engine.engine.reset_prefix_cache()))
+
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         if self.lengths:
             median, sigma, cap, _ = self.lengths
@@ -163,13 +172,26 @@ class PacedOracle:
         return out
 
 
-async def run_async(cfg: Config, requests: list[EpisodeRequest], engine, factory, tokenizer) -> int:
-    runner = EnvRunner(cfg, factory, engines=[engine], tokenizer=tokenizer)
-    trajs = await asyncio.gather(*(runner.run_episode(r) for r in requests))
+async def run_async(cfg: Config, requests: list[EpisodeRequest], engine, factory, tokenizer, held: list) -> int:
+    """`held` gets each episode's (start, end): from its policy's creation (it holds an env slot) to its end."""
+    started: dict[str, float] = {}
+
+    def timed_factory(request: EpisodeRequest, engine, tokenizer):
+        started[request.episode_id] = time.perf_counter()
+        return factory(request, engine, tokenizer)
+
+    runner = EnvRunner(cfg, timed_factory, engines=[engine], tokenizer=tokenizer)
+
+    async def one(request: EpisodeRequest):
+        traj = await runner.run_episode(request)
+        held.append((started[request.episode_id], time.perf_counter()))
+        return traj
+
+    trajs = await asyncio.gather(*(one(r) for r in requests))
     return sum(t.num_turns for t in trajs)
 
 
-async def run_lockstep(cfg: Config, requests: list[EpisodeRequest], engine, factory, tokenizer) -> int:
+async def run_lockstep(cfg: Config, requests: list[EpisodeRequest], engine, factory, tokenizer, held: list) -> int:
     from atommem.rollout.replica_router import ReplicaRouter
 
     base = make_embedder(cfg.embedder)
@@ -202,12 +224,24 @@ async def run_lockstep(cfg: Config, requests: list[EpisodeRequest], engine, fact
 
 def measure(mode: str, cfg: Config, requests, engine, factory, tokenizer, slots: int) -> dict:
     engine.clock.reset()
+    if isinstance(engine, TimedEngine):
+        engine.cold_start()
     run = run_async if mode == "async" else run_lockstep
+    held: list[tuple[float, float]] = []
     t0 = time.perf_counter()
-    steps = asyncio.run(run(cfg, requests, engine, factory, tokenizer))
+    steps = asyncio.run(run(cfg, requests, engine, factory, tokenizer, held))
     wall = time.perf_counter() - t0
     clock = engine.clock
     clock._tick()
+    split = {}
+    if held:  # async: where each env slot's time went
+        slot_s = cfg.rollout.envs_per_worker * wall
+        with_episode = sum(end - start for start, end in held)
+        split = {"slot_time_split": {
+            "in_engine": round(clock.occupancy_integral / slot_s, 3),  # a request in flight
+            "between_requests": round((with_episode - clock.occupancy_integral) / slot_s, 3),  # env step, embedding, policy, templating
+            "no_episode_left": round(1 - with_episode / slot_s, 3),  # the tail: fewer episodes left than envs
+        }}
     return {
         "env_steps": steps,
         "wall_s": round(wall, 3),
@@ -216,6 +250,7 @@ def measure(mode: str, cfg: Config, requests, engine, factory, tokenizer, slots:
         "engine_idle_fraction": round(1.0 - clock.busy_s / wall, 3),
         "engine_mean_batch": round(clock.occupancy_integral / max(clock.busy_s, 1e-9), 2),
         "engine_slot_utilisation": round(clock.occupancy_integral / (slots * wall), 3),  # of batch capacity x time
+        **split,
     }
 
 
@@ -278,7 +313,8 @@ def bench_hf(args, cfg: Config, samples) -> dict:
 
 
 async def raw_generate_loop(llm, requests: list[tuple[list[int], SamplingParams]], concurrency: int) -> int:
-    """The same requests straight through `AsyncLLM.generate`, at most `concurrency` at once; generated tokens."""
+    """The same requests straight through `AsyncLLM.generate` (their seeds too), at most `concurrency` at once;
+    generated tokens."""
     from vllm import SamplingParams as VLLMSampling
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
@@ -288,16 +324,24 @@ async def raw_generate_loop(llm, requests: list[tuple[list[int], SamplingParams]
     async def one(i: int, prompt: list[int], params: SamplingParams) -> int:
         sampling = VLLMSampling(
             temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
-            stop_token_ids=list(params.stop_token_ids), logprobs=0, detokenize=False,
+            stop_token_ids=list(params.stop_token_ids), seed=params.seed, logprobs=0, detokenize=False,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         async with slots:
             final = None
-            async for final in llm.generate(TokensPrompt(prompt_token_ids=prompt), sampling, f"raw-{i}"):
+            async for final in llm.generate(TokensPrompt(prompt_token_ids=prompt), sampling, f"raw-{concurrency}-{i}"):
                 pass
             return len(final.outputs[0].token_ids)
 
     return sum(await asyncio.gather(*(one(i, p, sp) for i, (p, sp) in enumerate(requests))))
+
+
+def raw_run(engine, requests: list[tuple[list[int], SamplingParams]], concurrency: int) -> tuple[int, float]:
+    """(generated tokens, seconds) of the raw loop, from an empty prefix cache as every rollout run."""
+    asyncio.run(engine.on_engine_loop(engine.engine.reset_prefix_cache()))
+    start = time.perf_counter()
+    tokens = asyncio.run(engine.on_engine_loop(raw_generate_loop(engine.engine, requests, concurrency)))
+    return tokens, time.perf_counter() - start
 
 
 def bench_vllm(args, cfg: Config, samples) -> dict:
@@ -324,15 +368,22 @@ def bench_vllm(args, cfg: Config, samples) -> dict:
             out = compare(cfg, requests, lambda: TimedEngine(engine, lengths), factory, tokenizer, args.vllm_envs, args.repeats)
             served = out["async"].pop("_engine").requests
             del out["lockstep"]["_engine"]
-            raw_start = time.perf_counter()
-            raw_tokens = asyncio.run(engine.on_engine_loop(raw_generate_loop(engine.engine, served, args.vllm_envs)))
-            raw_tps = raw_tokens / (time.perf_counter() - raw_start)
+            raw_tokens, raw_s = raw_run(engine, served, args.vllm_envs)
+            # the same requests at lockstep's mean batch: how much faster vLLM decodes a full batch than that one
+            lockstep_batch = max(1, round(out["lockstep"]["engine_mean_batch"]))
+            tokens, seconds = raw_run(engine, served, lockstep_batch)
+            raw_lockstep_tps = tokens / seconds
+            # ...and with one token each: the prompts' prefill (and one decoding step) alone
+            _, prefill_s = raw_run(engine, [(p, dataclasses.replace(sp, max_tokens=1)) for p, sp in served], args.vllm_envs)
         finally:
             engine.close()
-    rollout_tps = out["async"]["generated_tokens_per_s"]
+    rollout_tps, raw_tps = out["async"]["generated_tokens_per_s"], raw_tokens / raw_s
+    out["raw_prefill_share"] = round(prefill_s / raw_s, 3)  # of the raw loop's time, with max_tokens=1
     out["tokens_per_s"] = {
         "rollout_async": rollout_tps, "raw_asyncllm_generate": round(raw_tps, 1),
         "rollout_over_raw": round(rollout_tps / raw_tps, 2), "requests": len(served),
+        f"raw_at_lockstep_batch_{lockstep_batch}": round(raw_lockstep_tps, 1),
+        "raw_full_over_lockstep_batch": round(raw_tps / raw_lockstep_tps, 2),
     }
     out["ratio"] = out["ratio_env_steps_per_s"]
     out["envs"] = args.vllm_envs
