@@ -136,8 +136,9 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
 
     # The control on dev (an engine and a runner) while the scripted workflows, the oracle and the teacher
     # play the same dev episodes in this process (no model; chunked by the policy's tokenizer exactly as
-    # the model's episodes are): the two share nothing but the cores.
-    # The GRPO model at the longer lengths plays beside the control, on engines of its own.
+    # the model's episodes are): the two share nothing but the cores. The GRPO model plays the longer splits
+    # (eval.length_factors) beside the control, on an engine of its own (GRPO's engines, learner and runners
+    # held every CPU Ray has), and the scripted ones and the oracle play them after dev.
     t0 = time.monotonic()
     with ThreadPoolExecutor(2, thread_name_prefix="model-eval") as pool:
         control_eval = pool.submit(evaluate_policies, cfg, str(ctrl_model), dev, ["atommem"], tag="control", progress=False)
