@@ -227,6 +227,7 @@ def _row_cells(row: dict) -> list[str]:
 
 def _table_lines(sweep: dict) -> list[str]:
     rows = sweep["rows"]
+    chunk_by = sorted({r["longer"]["chunk_by"] for r in rows if r.get("longer")})
     header = ["seed", "SFT", "GRPO", "control", "best baseline", "GRPO - SFT [95% CI]", "GRPO - control [95% CI]",
               "GRPO - baseline [95% CI]", "n", "min", "copy formed (SFT step)", "GRPO step kept",
               f"{LENGTH_FACTOR}x: GRPO (of 1x)", f"{LENGTH_FACTOR}x: best baseline", f"{LENGTH_FACTOR}x: GRPO - baseline [95% CI]",
@@ -234,7 +235,8 @@ def _table_lines(sweep: dict) -> list[str]:
     lines = [
         f"# Seed sweep: {sweep['run_dir']}",
         "",
-        f"Commit {', '.join(sweep['commits']) or 'unknown'}; CPU {', '.join(sweep['cpus']) or 'unknown'}.",
+        f"Commit {', '.join(sweep['commits']) or 'unknown'}; CPU {', '.join(sweep['cpus']) or 'unknown'}; "
+        f"{LENGTH_FACTOR}x evaluation chunked by env.chunk_by {', '.join(chunk_by) or 'n/a'}.",
         ("Configs identical but for the seed." if not sweep["config_differences"]
          else f"Configs differ beyond the seed in: {', '.join(sweep['config_differences'])}."),
         "",
