@@ -88,6 +88,7 @@ class SynthConfig:
     one_entity_questions: bool = False  # revisions: all questions of a sample ask about one person (different attributes)
     entity_near_misses: bool = True  # revisions: also write the asked people's unasked facts (near misses sharing the person); false: only near misses sharing an attribute
     subject: Optional[str] = None  # revisions with one_entity_questions: the person asked about is always this word (e.g. "user": an assistant's memory of its user, as in LongMemEval); None: a random invented name
+    numbered_titles: Literal["position", "random"] = "position"  # each document's title "notes N": N its position in the context, or a random number below 100 (distinct within a sample), so training meets numbers past its own document count
     near_misses_apart: bool = False  # revisions: no other line of a document that states an asked key shares its attribute (same-attribute near misses go to documents of their own); false: lines are dealt at random
 
 
@@ -118,6 +119,7 @@ class TinyModelConfig:
     max_position_embeddings: int = 2048  # longest sequence (prompt + response) the tiny model takes
     vocab_size: int = 2000  # upper bound for the locally trained tokenizer
     subject_tokens: bool = False  # data.synth.subject gets a token per attribute that follows it (" user city" -> [user@city, " city"]): the chunk's first token of a subject line names its attribute, so a read copies one token instead of needing an induction head (docs/experiments/2026-12-01-what-limits-the-2-layer-policy.md)
+    split_digits: bool = False  # the tokenizer writes every digit as a token of its own, as Qwen's does: "Document 25" is Document, 2, 5, so a number longer than any seen in training is made of known tokens
     seed: int = 0  # weight initialisation seed
 
 
@@ -222,6 +224,21 @@ class LearnerConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """The base-model stage of a tiny random policy: next-token training on the task's own documents before SFT.
+
+    A pretrained LLM arrives able to copy from its context; a random tiny one has to discover copying during SFT,
+    at a step that varied from ~750 to >2,250 with the seed (docs/experiments). Here each sequence is a training
+    document, then the document again or some of its sentences again: what is restated is predictable only by
+    copying, so the model forms its copying heads first, and SFT starts from a model that copies."""
+
+    steps: int = 0  # optimizer steps of the base stage before SFT (0: none, as for a pretrained LLM)
+    batch_size: int = 32  # sequences per step, each a training document and its restatement
+    lr: float = 2.0e-3  # learning rate of the base stage (constant)
+    mix_rows: int = 0  # base-stage sequences added to every SFT step (and the control's), so SFT keeps the copy it starts with
+
+
+@dataclass
 class SFTConfig:
     """Supervised fine-tuning on a teacher's trajectories, and the teacher."""
 
@@ -317,6 +334,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

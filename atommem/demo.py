@@ -4,7 +4,8 @@
 2. a deliberately weak oracle teacher plays episodes (its most likely operation is wrong in recognisable
    states, e.g. it adds a stale duplicate on revisions of some attributes: reinforcement learning then has
    a decision to improve);
-3. SFT on its trajectories on the learner group;
+3. the base stage when `pretrain.steps` > 0 (a tiny random model learns to copy from its context on the task's
+   documents, as a pretrained LLM arrives able to), then SFT on the teacher's trajectories on the learner group;
 4. GRPO from the SFT model (rollouts on Ray, DeepSpeed learner, weight broadcast), scored on a validation
    split (`data.val`, held out from train and dev) on the way; the best validation step is kept;
 5. the control: SFT trained on from the same checkpoint for GRPO's wall time;
@@ -55,6 +56,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     from atommem.runtime import init_ray
     from atommem.trainer.grpo import GRPOTrainer, eval_record
     from atommem.trainer.inputs import dev_samples, model_path_of, val_samples
+    from atommem.trainer.pretrain import base_corpus, pretrain_base
     from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher, scripted_teacher
 
     t_start = time.monotonic()
@@ -82,10 +84,17 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     _, teacher_refs, val_refs = collect_teacher(_with(cfg, sft={"data": str(run_dir / "sft_data")}))
     lap("teacher", t0)
 
+    # The base stage (pretrain.*): the random tiny model learns to copy from its context on the task's documents,
+    # as a pretrained LLM arrives able to, before SFT imitates the teacher (its sequences also join every SFT step).
+    t0 = time.monotonic()
+    corpus = base_corpus(cfg, base_model) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
+    sft_start = str(pretrain_base(cfg, base_model, run_dir / "base" / "model", logger, corpus))
+    lap("base", t0)
+
     # SFT; its full learner state is saved so the control can train on from exactly here.
     t0 = time.monotonic()
     data = SFTData(teacher_refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs)
-    sft = SFTTrainer(cfg, base_model, data, logger)
+    sft = SFTTrainer(cfg, sft_start, data, logger, mix=corpus)
     try:
         sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s)
         training = {"sft": sft.train_seconds}
@@ -123,7 +132,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
 
     # Control: SFT trained on from the SFT checkpoint (optimizer and data position included) for GRPO's time.
     t0 = time.monotonic()
-    control = SFTTrainer(cfg, base_model, data, logger, phase="sft_control")
+    control = SFTTrainer(cfg, sft_start, data, logger, phase="sft_control", mix=corpus)
     try:
         control.resume(run_dir / "sft" / "checkpoint")
         ctrl_steps = control.run(sft_steps + 10**9, grpo_seconds)

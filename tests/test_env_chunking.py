@@ -95,3 +95,14 @@ def test_chunk_by_documents_matches_token_chunks_when_documents_fill_a_chunk_exa
     by_docs = chunk_documents(docs, chunk_tokens=7, overlap=0, max_chunks=10, by="documents")
     assert by_docs.chunks == by_tokens.chunks and len(by_docs.chunks) == 4
     assert by_docs.kept_tokens == by_tokens.kept_tokens == 28
+
+
+def test_chunk_by_documents_counts_only_a_dropped_or_cut_document_as_truncated():
+    """With a real tokenizer the blank lines between documents are tokens no chunk holds: whole documents are no cut."""
+    tiny_tokenizer = build_tokenizer()
+    docs = [Document(f"notes {i}", " zorp city lima . blix pet owl .") for i in range(3)]
+    whole = chunk_documents(docs, chunk_tokens=64, overlap=0, max_chunks=3, tokenizer=tiny_tokenizer, by="documents")
+    assert not whole.truncated and whole.kept_tokens < whole.context_tokens
+    assert whole.chunks == [f"Document {i}:\nnotes {i}\n zorp city lima . blix pet owl ." for i in range(3)]
+    assert chunk_documents(docs, chunk_tokens=64, overlap=0, max_chunks=2, tokenizer=tiny_tokenizer, by="documents").truncated
+    assert chunk_documents(docs, chunk_tokens=6, overlap=0, max_chunks=3, tokenizer=tiny_tokenizer, by="documents").truncated

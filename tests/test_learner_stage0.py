@@ -36,11 +36,11 @@ def stage0(ray_local, tmp_path_factory):
     group.shutdown()
 
 
-def reference_sft_grad_norm(model_dir, trajectories):
+def reference_sft_grad_norm(model_dir, trajectories, ready=()):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    mb = collate(sft_rows(trajectories, 0.0))
+    mb = collate(sft_rows(trajectories, 0.0) + list(ready))
     logp, _ = token_logprobs(model, mb)
     sft_loss(logp, mb.response_mask).backward()
     return math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in model.parameters() if p.grad is not None))
@@ -60,6 +60,24 @@ def test_grad_norm_is_the_true_norm_without_zero(stage0):
     group.save_hf(tmp)
     sft = group.update_sft([ray.put(t) for t in sft_trajs])
     assert sft["grad_norm"] == pytest.approx(reference_sft_grad_norm(tmp, sft_trajs), rel=1e-3)
+
+
+def test_ready_rows_of_the_base_stage_train_beside_trajectories(stage0):
+    """A ref may hold ready rows (the base stage's sequences, mixed into SFT steps): they enter the same token-mean
+    loss as the trajectories' rows; dropped, the gradient norm would be the trajectories' alone."""
+    import ray
+
+    from atommem.learner.sft import SFTRow
+
+    group, model_dir, cfg, vocab = stage0
+    tmp = model_dir.parent / "before-ready-rows"
+    group.save_hf(tmp)
+    trajs = make_trajectories(vocab, seed=7)
+    ready = [SFTRow([3], [5, 6, 7, 5, 6, 7], "base/restate"), SFTRow([4], [9, 8, 9, 8], "base/restate")]
+    sft = group.update_sft([ray.put(t) for t in trajs] + [ray.put(ready)])
+    assert sft["rows"] == len(sft_rows(trajs, 0.0)) + 2
+    assert sft["grad_norm"] == pytest.approx(reference_sft_grad_norm(tmp, trajs, ready), rel=1e-3)
+    assert sft["grad_norm"] != pytest.approx(reference_sft_grad_norm(tmp, trajs), rel=1e-3)
 
 
 def test_a_checkpoint_lists_its_rank_files_and_a_torn_one_is_refused(stage0, tmp_path):

@@ -225,3 +225,19 @@ def test_near_misses_apart_keep_every_line_but_never_beside_a_statement_of_their
         # two documents, both stating the one asked key: its near misses fit nowhere
         generate_synthetic(dataclasses.replace(apart, doc_num=2, num_entities=3, max_questions=1, min_questions=1,
                                                revised_fraction=1.0, max_revisions=1), 1)
+
+
+@pytest.mark.parametrize("task", ["facts", "revisions"])
+def test_random_titles_number_documents_distinctly_and_change_nothing_else(task):
+    base = REV if task == "revisions" else CFG
+    cfg = dataclasses.replace(base, doc_num=12, num_entities=4, num_attributes=2, facts_per_chunk=4, max_questions=2)
+    numbered = dataclasses.replace(cfg, numbered_titles="random")
+    two_digits = 0
+    for plain, s in zip(generate_synthetic(cfg, 20, seed=5), generate_synthetic(numbered, 20, seed=5)):
+        assert [d.text for d in s.documents] == [d.text for d in plain.documents]
+        assert s.questions == plain.questions and s.metadata == plain.metadata
+        assert [d.title for d in plain.documents] == [f"notes {k}" for k in range(12)]
+        numbers = [int(d.title.removeprefix("notes ")) for d in s.documents]
+        assert len(set(numbers)) == 12 and all(0 <= n < 100 for n in numbers)
+        two_digits += sum(n >= 10 for n in numbers)
+    assert two_digits > 150  # most numbers past what twelve documents number themselves with

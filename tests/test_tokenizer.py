@@ -137,3 +137,15 @@ def test_variants_give_a_word_a_token_per_next_word_and_keep_the_token_count(tmp
 def test_bad_variants_are_user_errors():
     with pytest.raises(UserError, match="single words of letters"):
         train_tokenizer(CORPUS, vocab_size=400, extra_words=WORDS, variants={"zorp": ["city pet"]})
+
+
+def test_split_digits_writes_every_digit_as_a_token_and_keeps_the_round_trip():
+    corpus = ["Document 3:\nnotes 57\n zorp city lima .", "Memory 12: zorp city lima"] * 20
+    split = train_tokenizer(corpus, vocab_size=400, extra_words=WORDS, split_digits=True)
+    whole = train_tokenizer(corpus, vocab_size=400, extra_words=WORDS)
+    for text in ["Document 25:\nnotes 7\n", "Memory 12: 3057", " 0 1 99"]:
+        ids = split.encode(text, add_special_tokens=False)
+        assert split.decode(ids, skip_special_tokens=False) == text
+        digits = [t for t in split.convert_ids_to_tokens(ids) if any(c.isdigit() for c in t)]
+        assert digits == [c for c in text if c.isdigit()]
+    assert "Ġ57" in whole.convert_ids_to_tokens(whole.encode(" 57", add_special_tokens=False))  # merged without it

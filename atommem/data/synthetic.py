@@ -180,13 +180,9 @@ def _one_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_i
 
     lines = facts + filler
     rng.shuffle(lines)
-    documents = [
-        Document(
-            f"notes {k}",
-            "".join(f" {e} {a} {v} ." for e, a, v in lines[k * cfg.facts_per_chunk : (k + 1) * cfg.facts_per_chunk]),
-        )
-        for k in range(doc_num)
-    ]
+    texts = ["".join(f" {e} {a} {v} ." for e, a, v in lines[k * cfg.facts_per_chunk : (k + 1) * cfg.facts_per_chunk])
+             for k in range(doc_num)]
+    documents = [Document(title, text) for title, text in zip(_titles(cfg, doc_num, rng), texts)]
     return Sample(
         id=sample_id,
         source="synthetic",
@@ -194,6 +190,14 @@ def _one_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sample_i
         questions=questions,
         metadata={"facts": facts, "filler_facts": filler, "chains": chains, "entities": entities, "attributes": attributes},
     )
+
+
+def _titles(cfg: SynthConfig, doc_num: int, rng: random.Random) -> list[str]:
+    """Document titles "notes N": N the position, or distinct random numbers below 100 (drawn last, so the rest of
+    a sample is the same either way)."""
+    if cfg.numbered_titles == "position":
+        return [f"notes {k}" for k in range(doc_num)]
+    return [f"notes {n}" for n in rng.sample(range(max(100, doc_num)), doc_num)]
 
 
 def _outside_facts(names: list[str], entities: list[str], count: int, rng: random.Random) -> list[list[str]]:
@@ -251,7 +255,7 @@ def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sam
     lines_of_doc = _deal_lines(others, doc_num, per_doc, statement_of_doc, cfg.near_misses_apart, rng)
     seen: dict[tuple[str, str], int] = {}
     states: list[list[str]] = []  # [line, state] for every statement of an asked key
-    documents = []
+    texts = []
     for k in range(doc_num):
         lines = lines_of_doc[k]
         if k in statement_of_doc:
@@ -260,7 +264,8 @@ def _revision_sample(cfg: SynthConfig, names: list[str], rng: random.Random, sam
             states.append([f"{' '.join(fact)} .", "revision" if seen.get(key, 0) else "relevant"])
             seen[key] = seen.get(key, 0) + 1
             lines.insert(rng.randrange(len(lines) + 1), fact)
-        documents.append(Document(f"notes {k}", "".join(f" {e} {a} {v} ." for e, a, v in lines)))
+        texts.append("".join(f" {e} {a} {v} ." for e, a, v in lines))
+    documents = [Document(title, text) for title, text in zip(_titles(cfg, doc_num, rng), texts)]
     facts = [[e, a, v] for key in asked for e, a in [key] for v in history[key]] + distractors
     return Sample(
         id=sample_id,

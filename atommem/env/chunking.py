@@ -88,9 +88,11 @@ def chunk_documents(
         if overlap:
             raise ValueError(f"chunk_overlap must be 0 when chunking by documents, got {overlap}")
         kept_docs = middle_truncate(list(enumerate(documents)), max_chunks)
-        pieces = [middle_truncate(tokenize(render_document(i, d), tokenizer), chunk_tokens) for i, d in kept_docs]
-        kept = sum(len(p) for p in pieces)
-        return Chunking([detokenize(p, tokenizer) for p in pieces], len(tokens), kept, kept < len(tokens))
+        whole = [tokenize(render_document(i, d), tokenizer) for i, d in kept_docs]
+        pieces = [middle_truncate(w, chunk_tokens) for w in whole]
+        # the blank lines between documents are no chunk's: only a dropped document or a cut one is truncation
+        truncated = len(kept_docs) < len(documents) or any(len(p) < len(w) for p, w in zip(pieces, whole))
+        return Chunking([detokenize(p, tokenizer) for p in pieces], len(tokens), sum(len(p) for p in pieces), truncated)
     if by != "tokens":
         raise ValueError(f"chunk_by must be tokens or documents, got {by!r}")
     kept = middle_truncate(tokens, max_chunks * chunk_tokens)

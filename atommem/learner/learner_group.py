@@ -52,8 +52,8 @@ class LearnerGroup:
     def __init__(self, cfg: Config, model_path: str | Path, stage: str = "grpo", start_timeout_s: float = 600.0):
         """Start `cfg.learner.num_learners` actors and build the ZeRO-3 policy on them.
 
-        `stage` picks the learning rate and schedule length: "grpo" (grpo.lr, trainer.steps) or
-        "sft" (sft.lr, sft.steps).
+        `stage` picks the learning rate and schedule length: "grpo" (grpo.lr, trainer.steps),
+        "sft" (sft.lr, sft.steps) or "base" (pretrain.lr, pretrain.steps; the base stage, trained as SFT rows).
         """
         import ray
 

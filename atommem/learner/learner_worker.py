@@ -55,6 +55,7 @@ from atommem.learner.sft import RowScore, SFTRow, sft_loss, sft_rows
 from atommem.weight_sync.base import TensorSpec, free_port, node_ip, plan_buckets
 from atommem.weight_sync.process_group import WeightSender
 
+STAGES = ("grpo", "sft", "base")  # what the learner trains: GRPO, SFT, or the base stage (trained as SFT rows)
 _PAD_ROW = SFTRow([0], [0])  # the empty micro-batch a rank runs when others have more (loss x 0)
 _STALE_BUILD_LOCK_S = 600.0  # the shm op builds in 75-120 s here: a lock this old has no builder left
 
@@ -125,8 +126,8 @@ def deepspeed_config(cfg: Config, on_gpu: bool, lr: float) -> dict:
 
 class LearnerWorker:
     def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int, stage: str = "grpo"):
-        if stage not in ("grpo", "sft"):
-            raise ValueError(f"stage must be 'grpo' or 'sft', got {stage!r}")
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
         self.cfg, self.model_path, self.rank, self.world_size, self.stage = cfg, str(model_path), rank, world_size, stage
         self.on_gpu = torch.cuda.is_available() and cfg.learner.num_gpus > 0
         if not self.on_gpu:
@@ -164,8 +165,8 @@ class LearnerWorker:
             shm_buffer(master_addr, master_port, self.rank).unlink(missing_ok=True)
         torch.manual_seed(self.cfg.trainer.seed)
         random.seed(self.cfg.trainer.seed)
-        lr = self.cfg.grpo.lr if self.stage == "grpo" else self.cfg.sft.lr
-        total = self.cfg.trainer.steps if self.stage == "grpo" else self.cfg.sft.steps
+        lr, total = {"grpo": (self.cfg.grpo.lr, self.cfg.trainer.steps), "sft": (self.cfg.sft.lr, self.cfg.sft.steps),
+                     "base": (self.cfg.pretrain.lr, self.cfg.pretrain.steps)}[self.stage]
         learner = self.cfg.learner
         ds_cfg = deepspeed_config(self.cfg, self.on_gpu, lr)
         dtype = torch.bfloat16 if self.on_gpu else torch.float32
@@ -316,7 +317,7 @@ class LearnerWorker:
 
     def update_sft(self, refs: Sequence[Any]) -> dict[str, float]:
         """One SFT step on this rank's refs, each to a Trajectory or a list of them (rows of reward >=
-        sft.min_reward, response-only loss)."""
+        sft.min_reward, response-only loss) or a list of ready rows (the base stage's sequences)."""
         start = time.perf_counter()
         rows = self._sft_rows(refs)
         micro_batches, packs = self._micro_batches(rows)
@@ -335,8 +336,9 @@ class LearnerWorker:
         return metrics
 
     def _sft_rows(self, refs: Sequence[Any]) -> list[SFTRow]:
-        trajectories = [t for obj in self._fetch(refs) for t in (obj if isinstance(obj, list) else [obj])]
-        return sft_rows(trajectories, self.cfg.sft.min_reward)
+        items = [x for obj in self._fetch(refs) for x in (obj if isinstance(obj, list) else [obj])]
+        ready = [x for x in items if isinstance(x, SFTRow)]
+        return sft_rows([x for x in items if not isinstance(x, SFTRow)], self.cfg.sft.min_reward) + ready
 
     def score_sft(self, refs: Sequence[Any]) -> list[RowScore]:
         """Teacher-forced scores of this rank's validation refs (as in update_sft), without an update."""

@@ -62,7 +62,7 @@ def build_tiny_model(
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir)
-    tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size, list(extra_words), variants)
+    tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size, list(extra_words), variants, cfg.split_digits)
     config = _model_config(cfg, tokenizer)
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(config)

@@ -8,6 +8,7 @@ Guarantees (tested):
   form puts a space after each tag, and facts are space-separated words): after training, BPE
   merges that join the word's trained pieces are appended at the lowest priority, so the trained
   merges are untouched and the word always ends as one token;
+- `split_digits`: every digit is a token of its own (" 25" -> [" ", "2", "5"]), as in Qwen's tokenizers;
 - `variants` {"user": ["city", ...]}: " user" right before " city" is a token of its own, one per following
   word, and " city" stays the usual token (" user city" -> [user@city, " city"]): the token count is as without
   them, and the first token already says which attribute a `user` line is about. A normaliser rewrites
@@ -52,9 +53,11 @@ CHAT_TEMPLATE = (
 _MIN_TRAINED_VOCAB = 256 + len(SPECIAL_TOKENS)
 
 
-def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
+def _train_bpe(texts: list[str], vocab_size: int, split_digits: bool = False) -> Tokenizer:
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Qwen's tokenizers write each digit as a token: a number of more digits than training saw is still known tokens
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -133,17 +136,18 @@ def _with_variants(tok: Tokenizer, marks: dict[tuple[str, str], str]) -> None:
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int, extra_words: list[str] = (), variants: dict[str, list[str]] | None = None
+    texts: Iterable[str], vocab_size: int, extra_words: list[str] = (), variants: dict[str, list[str]] | None = None,
+    split_digits: bool = False,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts`; `len(tokenizer) <= vocab_size`, each " word" of `extra_words` one token,
-    and a token of its own for each variant of `variants` (module docstring)."""
+    a token of its own for each variant of `variants`, and with `split_digits` every digit a token (module docstring)."""
     corpus = list(texts)
     words = _check_words(list(extra_words))
     marks = _variant_marks(variants or {})
     budget = vocab_size - len(marks)  # variant tokens are added outside BPE: they take their room off the top
 
     def build(target: int) -> Tokenizer | None:
-        tok = _with_single_token_words(_train_bpe(corpus, target), words)
+        tok = _with_single_token_words(_train_bpe(corpus, target, split_digits), words)
         return tok if tok.get_vocab_size(with_added_tokens=True) <= budget else None
 
     best = build(budget) if budget >= _MIN_TRAINED_VOCAB else None

@@ -24,9 +24,11 @@ import numpy as np
 from atommem.config import Config
 from atommem.data.sampler import EpochSampler
 from atommem.errors import UserError
+from atommem.learner.pretrain import BaseCorpus, step_rng
 from atommem.learner.sft import validation_metrics
 from atommem.tracking import RunLogger
 from atommem.trainer.inputs import model_path_of, train_samples
+from atommem.trainer.pretrain import base_corpus, pretrain_base, row_refs
 
 VAL_DIR = "val"  # the held-out teacher episodes, under the SFT data dir
 
@@ -161,12 +163,14 @@ class SFTData:
 
 
 class SFTTrainer:
-    """The learner group in SFT mode over `data`; `phase` names its rows in the run's metrics."""
+    """The learner group in SFT mode over `data`; `phase` names its rows in the run's metrics. With `mix` (the base
+    stage's corpus), every step also trains on `pretrain.mix_rows` of its sequences."""
 
-    def __init__(self, cfg: Config, model_path: str, data: SFTData, logger: RunLogger, phase: str = "sft"):
+    def __init__(self, cfg: Config, model_path: str, data: SFTData, logger: RunLogger, phase: str = "sft",
+                 mix: BaseCorpus | None = None):
         from atommem.learner.learner_group import LearnerGroup
 
-        self.cfg, self.data, self.logger, self.phase = cfg, data, logger, phase
+        self.cfg, self.data, self.logger, self.phase, self.mix = cfg, data, logger, phase, mix
         self.learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="sft")
         self.step = 0
         self.validation: dict[str, float] = {}  # the latest validate()
@@ -187,7 +191,7 @@ class SFTTrainer:
         bar = tqdm(total=None if seconds is not None else max(0, steps - self.step), desc=self.phase, mininterval=2.0)
         metrics, logged = None, self.step
         while self.step < steps and (seconds is None or time.monotonic() - t0 - val_seconds < seconds) and not stop_requested():
-            metrics = self.learner.update_sft(self.data.next_batch())
+            metrics = self.learner.update_sft(self._next_batch())
             self.step += 1
             bar.update(1)
             if self.step % 20 == 0:
@@ -204,6 +208,12 @@ class SFTTrainer:
         if self.data.val_refs and self.validated_step != self.step:
             self.validate()
         return self.step
+
+    def _next_batch(self) -> list:
+        batch = self.data.next_batch()
+        if self.mix is not None and self.cfg.pretrain.mix_rows > 0:
+            batch += row_refs(self.mix.rows(self.cfg.pretrain.mix_rows, step_rng(self.cfg.trainer.seed, "sft", self.step)))
+        return batch
 
     def validate(self) -> dict[str, float]:
         """Teacher-forced accuracy on the held-out episodes, per turn state and teacher action; logged at this step."""
@@ -231,7 +241,8 @@ class SFTTrainer:
 
 
 def train_sft(cfg: Config) -> Path:
-    """SFT on the collected teacher trajectories; writes `<run_dir>/sft/model` (HF dir) and its checkpoint."""
+    """SFT on the collected teacher trajectories, after the base stage when `pretrain.steps` > 0 (its model in
+    `<run_dir>/base/model`); writes `<run_dir>/sft/model` (HF dir) and its checkpoint."""
     from atommem.runtime import init_ray
     from atommem.stopping import stop_reason
 
@@ -240,7 +251,9 @@ def train_sft(cfg: Config) -> Path:
     init_ray(cfg.cluster)
     data = SFTData.from_path(sft_data_dir(cfg), cfg.sft.batch_size, cfg.trainer.seed)
     logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
-    trainer = SFTTrainer(cfg, model_path, data, logger)
+    corpus = base_corpus(cfg, model_path) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
+    model_path = str(pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus))
+    trainer = SFTTrainer(cfg, model_path, data, logger, mix=corpus)
     try:
         trainer.run(cfg.sft.steps, cfg.sft.time_budget_s)
         model = trainer.save(run_dir / "sft")

@@ -1,0 +1,63 @@
+"""The base-model stage's sequences: next-token training of a tiny random policy on the task's own documents.
+
+A pretrained LLM arrives at SFT able to copy from its context (its copying heads formed in pretraining, on text
+that restates itself); a random tiny policy has to discover copying during SFT, where the only copying signal is
+the value in an `<add_memory>`, a token or two in a hundred. Each sequence here is one training document,
+rendered as the env renders it, then restated: either the whole document again, or some of its sentences again
+in another order. What is restated is predictable only by copying, the second kind only by finding the sentence
+a word belongs to, so the heads that copy form within a few hundred steps, before SFT (docs/experiments).
+
+A sequence is an `SFTRow` whose prompt is its first token and whose response is the rest: the learner's SFT
+step trains on it as on any row, with loss on every token it can predict.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Sequence
+
+from atommem.data.schema import Sample
+from atommem.env.chunking import render_document, tokenize
+from atommem.learner.sft import SFTRow
+
+BASE_LABEL = "base/restate"  # the rows' label
+_SENTENCE = re.compile(r"[^.]*\.|[^.]+$")  # up to and including each period (a synthetic fact line is " e a v .")
+
+
+def sentences(text: str) -> list[str]:
+    """`text` cut after each period; joined back they are `text`."""
+    return [s for s in _SENTENCE.findall(text) if s]
+
+
+def restated(index: int, document: Any, rng: random.Random) -> str:
+    """The document as the env renders it, a blank line, then the document again (half the time) or a random
+    non-empty subset of its sentences in random order."""
+    text = render_document(index, document) + "\n\n"
+    if rng.random() < 0.5:
+        return text + text
+    parts = sentences(document.text)
+    return text + "".join(rng.sample(parts, rng.randint(1, len(parts))))
+
+
+class BaseCorpus:
+    """The documents of `samples` (with their position in their context); `rows(k, rng)` draws k restated ones."""
+
+    def __init__(self, samples: Sequence[Sample], tokenizer: Any):
+        self.documents = [(i, d) for s in samples for i, d in enumerate(s.documents) if d.text.strip()]
+        if not self.documents:
+            raise ValueError("the base stage needs training documents, got none")
+        self.tokenizer = tokenizer
+
+    def rows(self, count: int, rng: random.Random) -> list[SFTRow]:
+        out = []
+        for _ in range(count):
+            ids = tokenize(restated(*self.documents[rng.randrange(len(self.documents))], rng), self.tokenizer)
+            out.append(SFTRow(ids[:1], ids[1:], BASE_LABEL))
+        return out
+
+
+def step_rng(seed: int, stage: str, step: int) -> random.Random:
+    """The draw of one step of `stage` ("base", or "sft" for the rows mixed into SFT): the same (seed, stage, step)
+    gives the same sequences, so a resumed SFT draws what it would have drawn."""
+    return random.Random(f"atommem-base:{seed}:{stage}:{step}")

@@ -1,0 +1,64 @@
+"""The base stage's sequences: a training document, then restated (all of it, or some sentences shuffled)."""
+
+from __future__ import annotations
+
+import random
+
+from atommem.config import load_config
+from atommem.data.schema import Document, Sample
+from atommem.env.chunking import render_document
+from atommem.learner.pretrain import BASE_LABEL, BaseCorpus, restated, sentences, step_rng
+
+DOC = Document("notes 57", " zorp city lima . user job monk . blix pet owl .")
+
+
+def test_sentences_cut_after_each_period_and_join_back():
+    assert sentences(DOC.text) == [" zorp city lima .", " user job monk .", " blix pet owl ."]
+    assert "".join(sentences("A tale. Of two cities. And no end")) == "A tale. Of two cities. And no end"
+
+
+def test_a_restatement_is_the_document_again_or_some_of_its_sentences_shuffled():
+    head = render_document(3, DOC) + "\n\n"
+    kinds = {"again": 0, "some": 0}
+    for k in range(200):
+        text = restated(3, DOC, random.Random(k))
+        assert text.startswith(head)
+        rest = text[len(head):]
+        if rest == head:
+            kinds["again"] += 1
+            continue
+        kinds["some"] += 1
+        parts = sentences(rest)
+        assert parts and len(set(parts)) == len(parts) and set(parts) <= set(sentences(DOC.text))
+    assert min(kinds.values()) > 60  # about half each
+
+
+class _WordTokenizer:
+    """Whitespace-attached words as ids: enough to check what a row holds."""
+
+    def __init__(self):
+        self.vocab: dict[str, int] = {}
+
+    def encode(self, text, add_special_tokens=False):
+        import re
+
+        return [self.vocab.setdefault(w, len(self.vocab)) for w in re.findall(r"\s*\S+", text)]
+
+
+def test_rows_are_whole_sequences_and_the_same_draw_gives_the_same_rows():
+    samples = [Sample(id=f"s{i}", source="synthetic", documents=[DOC, Document("notes 4", f" kiv food pie{i} .")],
+                      questions=[]) for i in range(3)]
+    tok = _WordTokenizer()
+    corpus = BaseCorpus(samples, tok)
+    assert len(corpus.documents) == 6
+    rows = corpus.rows(16, step_rng(0, "base", 5))
+    assert len(rows) == 16 and all(r.label == BASE_LABEL and len(r.prompt_ids) == 1 for r in rows)
+    again = corpus.rows(16, step_rng(0, "base", 5))
+    assert [r.prompt_ids + r.response_ids for r in rows] == [r.prompt_ids + r.response_ids for r in again]
+    other = corpus.rows(16, step_rng(0, "sft", 5))
+    assert [r.response_ids for r in other] != [r.response_ids for r in rows]
+
+
+def test_the_demo_config_has_a_base_stage_that_mixes_into_sft():
+    cfg = load_config("configs/tiny_cpu.yaml")
+    assert cfg.pretrain.steps > 0 and cfg.pretrain.mix_rows > 0
