@@ -35,7 +35,8 @@ def trained(tmp_path_factory):
     model = vllm_model_dir(tmp)
     synth = {f"data.synth.{k}": json.dumps(v) for k, v in vars(TEST_SYNTH).items() if k != "num_samples"}
     overrides = [
-        f"data.train={tmp / 'data/train'}", f"data.dev={tmp / 'data/dev'}", "data.synth.num_samples=12",
+        f"data.train={tmp / 'data/train'}", f"data.dev={tmp / 'data/dev'}", f"data.val={tmp / 'data/val'}",
+        "data.synth.num_samples=12",
         "data.dev_samples=4", *[f"{k}={v}" for k, v in synth.items()],
         f"model.path={model}", "model.tiny=null", f"trainer.run_dir={tmp / 'run'}",
         f"trainer.steps={STEPS}", f"trainer.eval_every={STEPS}", "trainer.checkpoint_every=0", "trainer.time_budget_s=null",
