@@ -160,7 +160,7 @@ def test_rollout_nodes_come_with_the_pool_a_lost_one_costs_no_episode_and_idle_o
     synth = {f"data.synth.{k}": json.dumps(v) for k, v in vars(TEST_SYNTH).items() if k != "num_samples"}
     cfg = load_config("configs/tiny_cpu.yaml", [
         f"cluster.address={local_cluster['address']}", f"data.train={tmp_path / 'data/train'}",
-        f"data.dev={tmp_path / 'data/dev'}", "data.synth.num_samples=8", "data.dev_samples=2",
+        f"data.dev={tmp_path / 'data/dev'}", "data.val=null", "data.synth.num_samples=8", "data.dev_samples=2",
         *[f"{k}={v}" for k, v in synth.items()], f"model.path={model}", "model.tiny=null",
         f"trainer.run_dir={tmp_path / 'run'}", "trainer.steps=2", "trainer.eval_every=0", "trainer.checkpoint_every=0",
         "trainer.time_budget_s=null", "trainer.tensorboard=false", f"grpo.batch_groups={GROUPS}",

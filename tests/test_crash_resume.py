@@ -88,7 +88,7 @@ def setup(tmp_path_factory):
     model = make_tiny_model_dir(tmp)
     synth = {f"data.synth.{k}": json.dumps(v) for k, v in vars(TEST_SYNTH).items() if k != "num_samples"}
     overrides = [
-        f"data.train={tmp / 'data/train'}", f"data.dev={tmp / 'data/dev'}", f"data.synth.num_samples={TRAIN_SAMPLES}",
+        f"data.train={tmp / 'data/train'}", f"data.dev={tmp / 'data/dev'}", "data.val=null", f"data.synth.num_samples={TRAIN_SAMPLES}",
         "data.dev_samples=2", *[f"{k}={v}" for k, v in synth.items()], f"model.path={model}", "model.tiny=null",
         f"trainer.steps={STEPS}", "trainer.eval_every=0", "trainer.checkpoint_every=1",
         "trainer.keep_checkpoints=2", "trainer.time_budget_s=null", "trainer.tensorboard=false", f"trainer.seed={SEED}",

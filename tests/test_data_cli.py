@@ -145,6 +145,16 @@ def test_prepare_refuses_data_synthesised_with_other_settings(tmp_path):
     cfg.data.synth.facts_per_chunk += 1
     with pytest.raises(ConfigError, match=r"data\.train: .*facts_per_chunk 4 -> 5.*delete it"):
         prepare(cfg)
+    # A split written before a setting existed was made as its default makes it: still the config's data.
+    cfg.data.synth.facts_per_chunk -= 1
+    for split in ("train", "dev"):
+        info = json.loads((paths[split] / output.INFO_FILE).read_text())
+        del info["synth"]["numbered_titles"]
+        (paths[split] / output.INFO_FILE).write_text(json.dumps(info))
+    assert prepare(cfg) == paths
+    cfg.data.synth.numbered_titles = "random"
+    with pytest.raises(ConfigError, match=r"numbered_titles 'position' -> 'random'"):
+        prepare(cfg)
     # A dataset that is not ours (no synthesis record, e.g. built from real files) is used as is.
     (paths["train"] / output.INFO_FILE).write_text('{"source": "hotpotqa"}')
     (paths["dev"] / output.INFO_FILE).unlink()

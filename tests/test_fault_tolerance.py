@@ -44,7 +44,7 @@ def trainer(tmp_path_factory):
     model = make_tiny_model_dir(tmp)
     synth = {f"data.synth.{k}": json.dumps(v) for k, v in vars(TEST_SYNTH).items() if k != "num_samples"}
     cfg = load_config("configs/tiny_cpu.yaml", [
-        f"data.train={tmp / 'data/train'}", f"data.dev={tmp / 'data/dev'}", "data.synth.num_samples=8",
+        f"data.train={tmp / 'data/train'}", f"data.dev={tmp / 'data/dev'}", "data.val=null", "data.synth.num_samples=8",
         "data.dev_samples=2", *[f"{k}={v}" for k, v in synth.items()], f"model.path={model}", "model.tiny=null",
         f"trainer.run_dir={tmp / 'run'}", "trainer.steps=100", "trainer.eval_every=0", "trainer.checkpoint_every=0",
         "trainer.time_budget_s=null", "trainer.tensorboard=false", f"grpo.batch_groups={GROUPS}",

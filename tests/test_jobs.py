@@ -96,7 +96,7 @@ def test_cli_job_help_is_the_owning_clis():
 
 def test_prepare_data_synthesises_the_splits_without_ray(tmp_path):
     out = _run_job("prepare_data", "--config", "configs/tiny_cpu.yaml",
-                   "--set", f"data.train={tmp_path / 'train'}", "--set", f"data.dev={tmp_path / 'dev'}",
+                   "--set", f"data.train={tmp_path / 'train'}", "--set", f"data.dev={tmp_path / 'dev'}", "--set", "data.val=null",
                    "--set", "data.synth.num_samples=12", "--set", "data.dev_samples=3")
     assert out.returncode == 0, out.stderr
     paths = json.loads(out.stdout)

@@ -120,7 +120,7 @@ def test_prepare_data_then_one_grpo_step_under_ray_job_submit(head, tmp_path):
     from atommem.config import load_config
     from atommem.data.schema import read_samples
 
-    data = [f"data.train={tmp_path / 'data' / 'train'}", f"data.dev={tmp_path / 'data' / 'dev'}",
+    data = [f"data.train={tmp_path / 'data' / 'train'}", f"data.dev={tmp_path / 'data' / 'dev'}", "data.val=null",
             "data.synth.num_samples=16", "data.dev_samples=4"]
     sets = [arg for item in data for arg in ("--set", item)]
     logs = _submit(head, "jobs/prepare_data.py", "--config", "configs/tiny_cpu.yaml", *sets)

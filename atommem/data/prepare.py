@@ -16,7 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from atommem.config import Config, ConfigError
+from atommem.config import Config, ConfigError, SynthConfig
 from atommem.data.output import INFO_FILE, write_dataset
 from atommem.data.schema import iter_samples
 from atommem.errors import DataError
@@ -71,9 +71,11 @@ def _check_synthesised_with(path: Path, split: str, synth: dict) -> None:
     info = json.loads(info_file.read_text())
     if info.get("source") != "synthetic" or "synth" not in info:
         return
-    changed = sorted(k for k in synth.keys() | info["synth"].keys() if synth.get(k) != info["synth"].get(k))
+    # A setting added since the split was written counts as its default (defaults keep what earlier code generated).
+    written = {**dataclasses.asdict(SynthConfig()), **info["synth"]}
+    changed = sorted(k for k in synth.keys() | written.keys() if synth.get(k) != written.get(k))
     if changed:
-        diffs = ", ".join(f"{k} {info['synth'].get(k)!r} -> {synth.get(k)!r}" for k in changed)
+        diffs = ", ".join(f"{k} {written.get(k)!r} -> {synth.get(k)!r}" for k in changed)
         raise ConfigError(
             f"data.{split}: {path} was synthesised with other data.synth settings ({diffs}); "
             f"delete it to re-synthesise, or point data.{split} at a new directory"

@@ -23,11 +23,11 @@ def base_corpus(cfg: Config, model_path: str) -> BaseCorpus:
     return BaseCorpus(train_samples(cfg), load_tokenizer(model_path))
 
 
-def row_refs(rows: list) -> list:
-    """One object ref per row, so the learner group shards them over its ranks."""
+def row_refs(rows: list, ranks: int) -> list:
+    """The rows as one object ref per learner rank (the group hands each rank its share of the refs)."""
     import ray
 
-    return [ray.put([row]) for row in rows]
+    return [ray.put(rows[r::ranks]) for r in range(ranks) if rows[r::ranks]]
 
 
 class BaseStage:
@@ -52,7 +52,7 @@ class BaseStage:
         bar = tqdm(total=p.steps, desc="base", mininterval=2.0)
         while self.step < p.steps and not stop_requested():
             rows = self.corpus.rows(p.batch_size, step_rng(self.cfg.trainer.seed, "base", self.step))
-            metrics = self.learner.update_sft(row_refs(rows))
+            metrics = self.learner.update_sft(row_refs(rows, self.cfg.learner.num_learners))
             self.step += 1
             bar.update(1)
             if self.step % 20 == 0 or self.step == p.steps:

@@ -212,7 +212,8 @@ class SFTTrainer:
     def _next_batch(self) -> list:
         batch = self.data.next_batch()
         if self.mix is not None and self.cfg.pretrain.mix_rows > 0:
-            batch += row_refs(self.mix.rows(self.cfg.pretrain.mix_rows, step_rng(self.cfg.trainer.seed, "sft", self.step)))
+            rows = self.mix.rows(self.cfg.pretrain.mix_rows, step_rng(self.cfg.trainer.seed, "sft", self.step))
+            batch += row_refs(rows, self.cfg.learner.num_learners)
         return batch
 
     def validate(self) -> dict[str, float]:
