@@ -235,7 +235,10 @@ class PretrainConfig:
     steps: int = 0  # optimizer steps of the base stage before SFT (0: none, as for a pretrained LLM)
     batch_size: int = 32  # sequences per step, each a training document and its restatement
     lr: float = 2.0e-3  # learning rate of the base stage (constant)
+    whole_share: float = 0.5  # share of sequences that restate the whole document; the others restate some of its sentences, shuffled
     mix_rows: int = 0  # base-stage sequences added to every SFT step (and the control's), so SFT keeps the copy it starts with
+    eval_every: int = 100  # steps between evaluations of the recall probe (a document, then one of its sentences from its first token: right as a whole only by copying), logged as val_full/base/recall
+    until_recall: Optional[float] = None  # stop the stage once the recall probe is at least this (e.g. 0.9); steps stays the cap. None: always run every step
 
 
 @dataclass

@@ -88,16 +88,16 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     # as a pretrained LLM arrives able to, before SFT imitates the teacher (its sequences also join every SFT step).
     t0 = time.monotonic()
     corpus = base_corpus(cfg, base_model) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
-    sft_start = str(pretrain_base(cfg, base_model, run_dir / "base" / "model", logger, corpus))
+    sft_start, base_stage = pretrain_base(cfg, base_model, run_dir / "base" / "model", logger, corpus)
     lap("base", t0)
 
     # SFT; its full learner state is saved so the control can train on from exactly here.
     t0 = time.monotonic()
     data = SFTData(teacher_refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs)
-    sft = SFTTrainer(cfg, sft_start, data, logger, mix=corpus)
+    sft = SFTTrainer(cfg, str(sft_start), data, logger, mix=corpus)
     try:
         sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s)
-        training = {"sft": sft.train_seconds}
+        training = {**({"base": base_stage["train_seconds"]} if base_stage else {}), "sft": sft.train_seconds}
         sft_model = sft.save(run_dir / "sft")
         sft_validation = sft.validation
     finally:
@@ -132,7 +132,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
 
     # Control: SFT trained on from the SFT checkpoint (optimizer and data position included) for GRPO's time.
     t0 = time.monotonic()
-    control = SFTTrainer(cfg, sft_start, data, logger, phase="sft_control", mix=corpus)
+    control = SFTTrainer(cfg, str(sft_start), data, logger, phase="sft_control", mix=corpus)
     try:
         control.resume(run_dir / "sft" / "checkpoint")
         ctrl_steps = control.run(sft_steps + 10**9, grpo_seconds)
@@ -195,6 +195,8 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         # GRPO, the scripted workflows and the oracle at eval.length_factors x the training documents
         "length_evals": length_evals,
         "provenance": _provenance(),
+        # the base stage ({} without one): its steps, training seconds and recall probe ([step, share right])
+        "base_stage": base_stage,
         # teacher-forced on sft.val_episodes held-out teacher episodes: which decisions imitation has learned
         "sft_validation": {"episodes": len(val_refs), "sft": sft_validation, "sft_control": ctrl_validation},
         # operations per turn of each turn state (revision / relevant / distractor / answer on the revisions task)
@@ -336,6 +338,20 @@ def _rollout_em(run_dir: Path) -> dict:
     return {"first_step": ems[0], "last_step": ems[-1]} if ems else {}
 
 
+def _base_lines(base: dict) -> list[str]:
+    """The report's base-stage paragraph (none without the stage)."""
+    if not base:
+        return []
+    curve = ", ".join(f"{recall:.2f} at {step}" for step, recall in base["recall"])
+    return [
+        "## Base stage (next-token training on the task's documents, each restated)",
+        "",
+        f"{base['steps']} steps in {base['train_seconds']} s. Recall probe (a sentence of a document copied whole from its "
+        f"first token, teacher-forced): {curve or 'not evaluated'}.",
+        "",
+    ]
+
+
 def _validation_lines(val: dict) -> list[str]:
     """The report's SFT validation table: per turn state / teacher action, after SFT and after the control."""
     sft, ctrl = val["sft"], val["sft_control"]
@@ -453,6 +469,7 @@ def _write_report(run_dir: Path, report: dict) -> None:
            f"at step 1 (the SFT policy) -> {report['rollout_em']['last_step']:.3f} at step {report['grpo_steps']}"]
           if report["rollout_em"] else []),
         "",
+        *_base_lines(report["base_stage"]),
         *_validation_lines(report["sft_validation"]),
         "## Action rates (ops per turn, dev, greedy)",
         "",

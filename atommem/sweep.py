@@ -152,6 +152,8 @@ def seed_row(seed: int, seed_dir: Path) -> dict:
         "sft_steps": r["sft_steps"],
         "copy_measured": any(COPY_KEY in m for m in metrics if m.get("phase") == "sft"),
         "copy_formed_step": copy_formed_step(metrics),
+        "base_steps": r.get("base_stage", {}).get("steps"),
+        "recall_formed_step": next((step for step, recall in r.get("base_stage", {}).get("recall", []) if recall >= COPY_FORMED), None),
         "grpo_steps": r["grpo_steps"],
         "kept_step": r.get("grpo_selection", {}).get("kept_step"),
         "update_per_revision": {m: rates.get(m, {}).get("revision", {}).get("update") for m in ("sft", "grpo")},
@@ -206,16 +208,18 @@ def _diff(d: dict) -> str:
 def _row_cells(row: dict) -> list[str]:
     if row["status"] != "done":
         why = f"failed: {row['error']}" if row["status"] == "failed" else "incomplete (no report.json, no error.txt)"
-        return [str(row["seed"]), why.replace("|", "/"), *[""] * 14, "no"]
+        return [str(row["seed"]), why.replace("|", "/"), *[""] * 15, "no"]
     copy = (f"{row['copy_formed_step']}" if row["copy_formed_step"] is not None
             else f"not formed by {row['sft_steps']}" if row["copy_measured"] else "not measured")
+    recall = ("no base stage" if row["base_steps"] is None else f"{row['recall_formed_step']}"
+              if row["recall_formed_step"] is not None else f"not formed by {row['base_steps']}")
     longer = row["longer"]
     upd = row["update_per_revision"]
     return [
         str(row["seed"]), f"{row['sft']:.3f}", f"{row['grpo']:.3f}", f"{row['control']:.3f}",
         f"{row['best_baseline']} {row['best_baseline_em']:.3f}",
         _diff(row["grpo_minus_sft"]), _diff(row["grpo_minus_control"]), _diff(row["grpo_minus_best_baseline"]),
-        str(row["questions"]), f"{row['minutes']:.1f}", copy,
+        str(row["questions"]), f"{row['minutes']:.1f}", recall, copy,
         f"{_num(row['kept_step'], 'd')} of {row['grpo_steps']}",
         f"{longer['grpo']:.3f} ({_num(longer['grpo_over_1x'], '.2f')})" if longer else "n/a",
         f"{longer['best_baseline']} {longer['best_baseline_em']:.3f}" if longer else "n/a",
@@ -229,7 +233,7 @@ def _table_lines(sweep: dict) -> list[str]:
     rows = sweep["rows"]
     chunk_by = sorted({r["longer"]["chunk_by"] for r in rows if r.get("longer")})
     header = ["seed", "SFT", "GRPO", "control", "best baseline", "GRPO - SFT [95% CI]", "GRPO - control [95% CI]",
-              "GRPO - baseline [95% CI]", "n", "min", "copy formed (SFT step)", "GRPO step kept",
+              "GRPO - baseline [95% CI]", "n", "min", "recall formed (base step)", "copy formed (SFT step)", "GRPO step kept",
               f"{LENGTH_FACTOR}x: GRPO (of 1x)", f"{LENGTH_FACTOR}x: best baseline", f"{LENGTH_FACTOR}x: GRPO - baseline [95% CI]",
               "update/revision SFT -> GRPO", "pass"]
     lines = [
@@ -244,8 +248,9 @@ def _table_lines(sweep: dict) -> list[str]:
         "|" + "---|" * len(header),
         *["| " + " | ".join(_row_cells(r)) + " |" for r in rows],
         "",
-        f"**{sweep['passed']} of {sweep['seeds']} seeds pass.** Rule: {sweep['rule']}. Copy formed: the first SFT "
-        f"validation step with held-out `{COPY_KEY}` >= {COPY_FORMED}.",
+        f"**{sweep['passed']} of {sweep['seeds']} seeds pass.** Rule: {sweep['rule']}. Recall formed: the first base-stage "
+        f"evaluation with its recall probe >= {COPY_FORMED}. Copy formed: the first SFT validation step with held-out "
+        f"`{COPY_KEY}` >= {COPY_FORMED}.",
         "",
     ]
     fails = [f"- seed {r['seed']}: {'; '.join(r['fails'])}" for r in rows if r["status"] == "done" and r["fails"]]

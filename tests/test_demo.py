@@ -33,6 +33,8 @@ def _micro(root) -> list[str]:
         "grpo.group_size=2", "grpo.batch_groups=2", "rollout.envs_per_worker=8",
         "trainer.time_budget_s=0.01", "trainer.eval_every=1", "cluster.num_cpus=4",
         f"data.val={root / 'data/val'}", "eval.length_factors=[4]", "eval.length_samples=2",
+        "pretrain.steps=3", "pretrain.batch_size=2", "pretrain.mix_rows=2", "pretrain.eval_every=2",
+        "pretrain.until_recall=null",
     ]
 
 
@@ -120,12 +122,17 @@ def test_demo_runs_every_stage_and_reports_consistently(atomic_demo):
     assert report["rollout_em"] == {"first_step": grpo_row["em"], "last_step": grpo_row["em"]}
     # training steps' own time within each phase's lap; the control trains at least as long as GRPO did
     training, laps = report["training_s"], report["timings_s"]
-    assert set(training) == {"sft", "grpo", "control"} and training["grpo"] == report["grpo_train_seconds"]
+    assert set(training) == {"base", "sft", "grpo", "control"} and training["grpo"] == report["grpo_train_seconds"]
     assert all(0 < training[k] <= laps[k] for k in training) and training["control"] >= training["grpo"] - 0.1
     md = report_path.read_text()
     assert f"outside them: {report['total_s'] - sum(training.values()):.1f}" in md
     assert f"EM {grpo_row['em']:.3f} at step 1 (the SFT policy)" in md and f"95% CI [{lo:+.3f}, {hi:+.3f}]" in md
-    assert {"sft", "grpo", "sft_control"} <= phases
+    assert {"base", "sft", "grpo", "sft_control"} <= phases
+    # the base stage: 3 steps, its recall probe at steps 2 and 3 (the last), and SFT started from its model
+    base_stage = report["base_stage"]
+    assert base_stage["steps"] == 3 and [s for s, _ in base_stage["recall"]] == [2, 3]
+    assert [[r["step"], r["val_full/base/recall"]] for r in rows if "val_full/base/recall" in r] == base_stage["recall"]
+    assert (run / "base" / "model" / "config.json").is_file() and "## Base stage" in md
     assert "## Action rates by turn state" in md and "| revision | update |" in md
     assert f"| revision/update | {val['sft']['val_rows/revision/update']:.0f} | {val['sft']['val_first/revision/update']:.3f} |" in md
     assert [r["step"] for r in rows if r["phase"] == "sft" and "val_nll" in r] == [report["sft_steps"]]
@@ -310,6 +317,8 @@ def test_the_sweep_table_is_built_from_seed_run_dirs(atomic_demo, tmp_path, caps
     assert (done["kept_step"], done["grpo_steps"]) == (report["grpo_selection"]["kept_step"], report["grpo_steps"])
     assert done["minutes"] == pytest.approx(report["total_s"] / 60) and done["commit"] == report["provenance"]["commit"]
     assert done["longer"]["grpo"] == report["length_evals"][0]["em"]["grpo"]
+    recall = report["base_stage"]["recall"]
+    assert done["base_steps"] == 3 and done["recall_formed_step"] == next((s for s, r in recall if r >= 0.9), None)
     rates = report["state_action_rates"]
     assert done["update_per_revision"] == {m: rates[m]["revision"]["update"] for m in ("sft", "grpo")}
     assert not done["passes"] and f"{report['dev_questions']} < 500 questions" in done["fails"]

@@ -62,3 +62,22 @@ def test_rows_are_whole_sequences_and_the_same_draw_gives_the_same_rows():
 def test_the_demo_config_has_a_base_stage_that_mixes_into_sft():
     cfg = load_config("configs/tiny_cpu.yaml")
     assert cfg.pretrain.steps > 0 and cfg.pretrain.mix_rows > 0
+
+
+def test_a_recall_row_asks_for_the_rest_of_one_sentence_after_the_document():
+    samples = [Sample(id="s", source="synthetic", documents=[DOC], questions=[])]
+    tok = _WordTokenizer()
+    corpus = BaseCorpus(samples, tok)
+    head = tok.encode(render_document(0, DOC) + "\n\n")
+    seen = set()
+    for row in corpus.recall_rows(30, random.Random(3)):
+        assert row.label == "base/recall" and row.prompt_ids[: len(head)] == head and len(row.prompt_ids) == len(head) + 1
+        words = {i: w for w, i in tok.vocab.items()}
+        seen.add("".join(words[i] for i in row.prompt_ids[len(head):] + row.response_ids).strip())
+    assert seen == {s.strip() for s in sentences(DOC.text)}  # every sentence, each from its first word
+
+
+def test_whole_share_sets_how_often_the_whole_document_comes_again():
+    head = render_document(3, DOC) + "\n\n"
+    assert all(restated(3, DOC, random.Random(k), whole_share=1.0) == head + head for k in range(20))
+    assert not any(restated(3, DOC, random.Random(k), whole_share=0.0) == head + head for k in range(20))

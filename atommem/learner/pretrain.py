@@ -21,7 +21,8 @@ from atommem.data.schema import Sample
 from atommem.env.chunking import render_document, tokenize
 from atommem.learner.sft import SFTRow
 
-BASE_LABEL = "base/restate"  # the rows' label
+BASE_LABEL = "base/restate"  # the training rows' label
+RECALL_LABEL = "base/recall"  # the probe rows' label: validation reports val_full/base/recall
 _SENTENCE = re.compile(r"[^.]*\.|[^.]+$")  # up to and including each period (a synthetic fact line is " e a v .")
 
 
@@ -30,11 +31,11 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.findall(text) if s]
 
 
-def restated(index: int, document: Any, rng: random.Random) -> str:
-    """The document as the env renders it, a blank line, then the document again (half the time) or a random
-    non-empty subset of its sentences in random order."""
+def restated(index: int, document: Any, rng: random.Random, whole_share: float = 0.5) -> str:
+    """The document as the env renders it, a blank line, then the document again (with probability `whole_share`)
+    or a random non-empty subset of its sentences in random order."""
     text = render_document(index, document) + "\n\n"
-    if rng.random() < 0.5:
+    if rng.random() < whole_share:
         return text + text
     parts = sentences(document.text)
     return text + "".join(rng.sample(parts, rng.randint(1, len(parts))))
@@ -43,17 +44,32 @@ def restated(index: int, document: Any, rng: random.Random) -> str:
 class BaseCorpus:
     """The documents of `samples` (with their position in their context); `rows(k, rng)` draws k restated ones."""
 
-    def __init__(self, samples: Sequence[Sample], tokenizer: Any):
+    def __init__(self, samples: Sequence[Sample], tokenizer: Any, whole_share: float = 0.5):
         self.documents = [(i, d) for s in samples for i, d in enumerate(s.documents) if d.text.strip()]
         if not self.documents:
             raise ValueError("the base stage needs training documents, got none")
-        self.tokenizer = tokenizer
+        self.tokenizer, self.whole_share = tokenizer, whole_share
 
     def rows(self, count: int, rng: random.Random) -> list[SFTRow]:
         out = []
         for _ in range(count):
-            ids = tokenize(restated(*self.documents[rng.randrange(len(self.documents))], rng), self.tokenizer)
+            index, document = self.documents[rng.randrange(len(self.documents))]
+            ids = tokenize(restated(index, document, rng, self.whole_share), self.tokenizer)
             out.append(SFTRow(ids[:1], ids[1:], BASE_LABEL))
+        return out
+
+    def recall_rows(self, count: int, rng: random.Random) -> list[SFTRow]:
+        """Probe rows of the skill SFT needs: the document, a blank line and the first token of one of its sentences
+        as the prompt, the rest of that sentence as the response. Right as a whole only by copying it (an
+        `<add_memory>` copies a fact line the same way)."""
+        out = []
+        for _ in range(count):
+            index, document = self.documents[rng.randrange(len(self.documents))]
+            head = tokenize(render_document(index, document) + "\n\n", self.tokenizer)
+            line = tokenize(render_document(index, document) + "\n\n" + rng.choice(sentences(document.text)), self.tokenizer)
+            if line[: len(head)] != head or len(line) < len(head) + 2:
+                raise ValueError(f"document {index} does not tokenize apart from a sentence after it")
+            out.append(SFTRow(line[: len(head) + 1], line[len(head) + 1 :], RECALL_LABEL))
         return out
 
 

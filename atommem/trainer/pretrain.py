@@ -20,7 +20,7 @@ def base_corpus(cfg: Config, model_path: str) -> BaseCorpus:
     from atommem.models.loading import load_tokenizer
     from atommem.trainer.inputs import train_samples
 
-    return BaseCorpus(train_samples(cfg), load_tokenizer(model_path))
+    return BaseCorpus(train_samples(cfg), load_tokenizer(model_path), cfg.pretrain.whole_share)
 
 
 def row_refs(rows: list, ranks: int) -> list:
@@ -30,8 +30,13 @@ def row_refs(rows: list, ranks: int) -> list:
     return [ray.put(rows[r::ranks]) for r in range(ranks) if rows[r::ranks]]
 
 
+RECALL_PROBE_ROWS = 128  # rows of the recall probe: a 95% interval of about +-0.05 at 0.9
+
+
 class BaseStage:
-    """`pretrain.steps` steps of `pretrain.batch_size` sequences on the learner group (SFT's learner settings)."""
+    """Up to `pretrain.steps` steps of `pretrain.batch_size` sequences on the learner group (SFT's learner settings),
+    scoring the recall probe every `pretrain.eval_every` steps; with `pretrain.until_recall` it stops once the probe
+    is that good (the copy has formed: more steps would only cost time)."""
 
     def __init__(self, cfg: Config, model_path: str, corpus: BaseCorpus, logger: RunLogger):
         from atommem.learner.learner_group import LearnerGroup
@@ -39,8 +44,11 @@ class BaseStage:
 
         self.cfg, self.corpus, self.logger = cfg, corpus, logger
         self.learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="base")
+        probe = corpus.recall_rows(RECALL_PROBE_ROWS, step_rng(cfg.trainer.seed, "recall", 0))
+        self.probe_refs = row_refs(probe, cfg.learner.num_learners)
         self.step = 0
         self.train_seconds = 0.0
+        self.recall: list[list[float]] = []  # [step, val_full/base/recall] of every evaluation
 
     def run(self) -> int:
         from tqdm import tqdm
@@ -49,6 +57,7 @@ class BaseStage:
 
         p = self.cfg.pretrain
         t0 = time.monotonic()
+        eval_seconds = 0.0
         bar = tqdm(total=p.steps, desc="base", mininterval=2.0)
         while self.step < p.steps and not stop_requested():
             rows = self.corpus.rows(p.batch_size, step_rng(self.cfg.trainer.seed, "base", self.step))
@@ -58,9 +67,27 @@ class BaseStage:
             if self.step % 20 == 0 or self.step == p.steps:
                 self.logger.log(self.step, {**metrics, "elapsed_s": time.monotonic() - t0}, phase="base")
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            if p.eval_every and (self.step % p.eval_every == 0 or self.step == p.steps):
+                e0 = time.monotonic()
+                recall = self.evaluate()
+                eval_seconds += time.monotonic() - e0
+                if p.until_recall is not None and recall >= p.until_recall:
+                    break
         bar.close()
-        self.train_seconds = time.monotonic() - t0
+        self.train_seconds = time.monotonic() - t0 - eval_seconds
         return self.step
+
+    def evaluate(self) -> float:
+        """The recall probe (teacher-forced, whole sentence right), logged at this step."""
+        from atommem.learner.pretrain import RECALL_LABEL
+        from atommem.learner.sft import validation_metrics
+
+        scores = validation_metrics(self.learner.score_sft(self.probe_refs))
+        recall = scores[f"val_full/{RECALL_LABEL}"]
+        self.recall.append([self.step, recall])
+        self.logger.log(self.step, {f"val_full/{RECALL_LABEL}": recall, f"val_first/{RECALL_LABEL}": scores[f"val_first/{RECALL_LABEL}"]},
+                        phase="base")
+        return recall
 
     def save(self, out: Path) -> Path:
         return Path(self.learner.save_hf(str(out)))
@@ -69,13 +96,16 @@ class BaseStage:
         self.learner.shutdown()
 
 
-def pretrain_base(cfg: Config, model_path: str, out: Path, logger: RunLogger, corpus: BaseCorpus | None = None) -> Path:
-    """The model SFT starts from: `model_path` itself when `pretrain.steps` is 0, else the base stage's model in `out`."""
+def pretrain_base(cfg: Config, model_path: str, out: Path, logger: RunLogger,
+                  corpus: BaseCorpus | None = None) -> tuple[Path, dict]:
+    """The model SFT starts from, and what the base stage did: `model_path` itself and {} when `pretrain.steps` is 0,
+    else the base stage's model in `out` and {"steps", "train_seconds", "recall": [[step, recall probe]]}."""
     if cfg.pretrain.steps <= 0:
-        return Path(model_path)
+        return Path(model_path), {}
     stage = BaseStage(cfg, model_path, corpus or base_corpus(cfg, model_path), logger)
     try:
         stage.run()
-        return stage.save(out)
+        summary = {"steps": stage.step, "train_seconds": round(stage.train_seconds, 1), "recall": stage.recall}
+        return stage.save(out), summary
     finally:
         stage.shutdown()

@@ -253,7 +253,7 @@ def train_sft(cfg: Config) -> Path:
     data = SFTData.from_path(sft_data_dir(cfg), cfg.sft.batch_size, cfg.trainer.seed)
     logger = RunLogger(run_dir, cfg, tensorboard=cfg.trainer.tensorboard, wandb=cfg.trainer.wandb)
     corpus = base_corpus(cfg, model_path) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
-    model_path = str(pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus))
+    model_path = str(pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus)[0])
     trainer = SFTTrainer(cfg, model_path, data, logger, mix=corpus)
     try:
         trainer.run(cfg.sft.steps, cfg.sft.time_budget_s)
