@@ -206,13 +206,13 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "rollout_em": _rollout_em(run_dir),
         "rollout_temperature": cfg.sampling.temperature,
         "grpo_steps": grpo_steps,
-        "grpo_train_seconds": round(grpo_seconds, 1),
+        "grpo_train_seconds": round(grpo_seconds, 2),
         "sft_steps": sft_steps,
         "control_sft_steps": ctrl_steps - sft_steps,
         "timings_s": timings,
         # the steps' own wall time (SFT and control without validation, GRPO without its dev curve); the rest
         # of total_s is starting, evaluating, validating and saving
-        "training_s": {k: round(v, 1) for k, v in training.items()},
+        "training_s": {k: round(v, 2) for k, v in training.items()},
         "total_s": round(time.monotonic() - t_start, 1),
     }
     logger.close()
@@ -346,7 +346,7 @@ def _base_lines(base: dict) -> list[str]:
     return [
         "## Base stage (next-token training on the task's documents, each restated)",
         "",
-        f"{base['steps']} steps in {base['train_seconds']} s. Recall probe (a sentence of a document copied whole from its "
+        f"{base['steps']} steps in {base['train_seconds']:.1f} s. Recall probe (a sentence of a document copied whole from its "
         f"first token, teacher-forced): {curve or 'not evaluated'}.",
         "",
     ]

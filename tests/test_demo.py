@@ -32,7 +32,7 @@ def _micro(root) -> list[str]:
         "sft.teacher_episodes=12", "sft.val_episodes=6", "sft.teacher_workers=1", "sft.batch_size=2", "sft.time_budget_s=2",
         "grpo.group_size=2", "grpo.batch_groups=2", "rollout.envs_per_worker=8",
         "trainer.time_budget_s=0.01", "trainer.eval_every=1", "cluster.num_cpus=4",
-        f"data.val={root / 'data/val'}", "eval.length_factors=[4]", "eval.length_samples=2",
+        f"data.val={root / 'data/val'}", "data.val_samples=6", "eval.length_factors=[4]", "eval.length_samples=2",
         "pretrain.steps=3", "pretrain.batch_size=2", "pretrain.mix_rows=2", "pretrain.eval_every=2",
         "pretrain.until_recall=null",
     ]

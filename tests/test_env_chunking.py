@@ -68,11 +68,14 @@ def test_chunk_documents_with_hf_tokenizer():
     ]
 
 
-def test_chunk_by_documents_gives_each_document_whole_whatever_its_length():
+def test_chunk_by_documents_gives_each_document_whole_whatever_its_length_and_position():
     docs = [Document("t0", "a b"), Document("t1", "c d e f g"), Document("t2", "h")]
     ch = chunk_documents(docs, chunk_tokens=8, overlap=0, max_chunks=5, by="documents")
-    assert ch.chunks == ["Document 0:\nt0\na b", "Document 1:\nt1\nc d e f g", "Document 2:\nt2\nh"]
-    assert ch.context_tokens == 3 * 3 + 8 and ch.kept_tokens == 17 and not ch.truncated
+    # no "Document i:" header: a chunk reads the same wherever its document stands in a context of any length
+    assert ch.chunks == ["t0\na b", "t1\nc d e f g", "t2\nh"]
+    assert ch.context_tokens == 3 * 3 + 8 and ch.kept_tokens == 11 and not ch.truncated
+    later = chunk_documents([Document(f"x{i}", "y") for i in range(30)] + docs, 8, 0, 40, by="documents")
+    assert later.chunks[30:] == ch.chunks
     # the same documents cut by tokens straddle a document boundary
     assert chunk_documents(docs, chunk_tokens=8, overlap=0, max_chunks=5).chunks[1].startswith("c")
 
@@ -82,19 +85,17 @@ def test_chunk_by_documents_cuts_long_documents_and_drops_middle_ones():
     ch = chunk_documents(docs, chunk_tokens=4, overlap=0, max_chunks=3, by="documents")
     assert ch.truncated
     # documents 0 and 3, 4 are kept (middle cut over documents); each is cut to its first and last 2 tokens
-    assert [c.split() for c in ch.chunks] == [
-        ["Document", "0:", "t0", "w0"], ["Document", "3:", "w2", "w3"], ["Document", "4:", "w3", "w4"]
-    ]
+    assert [c.split() for c in ch.chunks] == [["t0", "w0"], ["t3", "w0", "w2", "w3"], ["t4", "w0", "w3", "w4"]]
     with pytest.raises(ValueError, match="chunk_overlap must be 0"):
         chunk_documents(docs, chunk_tokens=4, overlap=1, max_chunks=3, by="documents")
 
 
-def test_chunk_by_documents_matches_token_chunks_when_documents_fill_a_chunk_exactly():
+def test_chunk_by_documents_is_the_token_chunk_without_its_header_when_documents_fill_a_chunk_exactly():
     docs = [Document(f"notes{i}", "zorp city lima .") for i in range(4)]  # 7 whitespace tokens each
     by_tokens = chunk_documents(docs, chunk_tokens=7, overlap=0, max_chunks=10)
     by_docs = chunk_documents(docs, chunk_tokens=7, overlap=0, max_chunks=10, by="documents")
-    assert by_docs.chunks == by_tokens.chunks and len(by_docs.chunks) == 4
-    assert by_docs.kept_tokens == by_tokens.kept_tokens == 28
+    assert [f"Document {i}:\n{c}" for i, c in enumerate(by_docs.chunks)] == by_tokens.chunks and len(by_docs.chunks) == 4
+    assert (by_docs.kept_tokens, by_tokens.kept_tokens) == (20, 28)
 
 
 def test_chunk_by_documents_counts_only_a_dropped_or_cut_document_as_truncated():
@@ -103,6 +104,6 @@ def test_chunk_by_documents_counts_only_a_dropped_or_cut_document_as_truncated()
     docs = [Document(f"notes {i}", " zorp city lima . blix pet owl .") for i in range(3)]
     whole = chunk_documents(docs, chunk_tokens=64, overlap=0, max_chunks=3, tokenizer=tiny_tokenizer, by="documents")
     assert not whole.truncated and whole.kept_tokens < whole.context_tokens
-    assert whole.chunks == [f"Document {i}:\nnotes {i}\n zorp city lima . blix pet owl ." for i in range(3)]
+    assert whole.chunks == [f"notes {i}\n zorp city lima . blix pet owl ." for i in range(3)]
     assert chunk_documents(docs, chunk_tokens=64, overlap=0, max_chunks=2, tokenizer=tiny_tokenizer, by="documents").truncated
     assert chunk_documents(docs, chunk_tokens=6, overlap=0, max_chunks=3, tokenizer=tiny_tokenizer, by="documents").truncated

@@ -6,7 +6,7 @@ import random
 
 from atommem.config import load_config
 from atommem.data.schema import Document, Sample
-from atommem.env.chunking import render_document
+from atommem.env.chunking import chunk_documents, render_document
 from atommem.learner.pretrain import BASE_LABEL, BaseCorpus, restated, sentences, step_rng
 
 DOC = Document("notes 57", " zorp city lima . user job monk . blix pet owl .")
@@ -57,6 +57,14 @@ def test_rows_are_whole_sequences_and_the_same_draw_gives_the_same_rows():
     assert [r.prompt_ids + r.response_ids for r in rows] == [r.prompt_ids + r.response_ids for r in again]
     other = corpus.rows(16, step_rng(0, "sft", 5))
     assert [r.response_ids for r in other] != [r.response_ids for r in rows]
+
+
+def test_by_documents_the_corpus_renders_documents_as_the_env_chunks_them():
+    samples = [Sample(id="s", source="synthetic", documents=[Document("notes 4", " kiv food pie ."), DOC], questions=[])]
+    corpus = BaseCorpus(samples, _WordTokenizer(), whole_share=1.0, chunk_by="documents")
+    chunk = chunk_documents(samples[0].documents, 64, 0, 8, by="documents").chunks[1]
+    assert corpus.documents[1] == (None, DOC) and restated(None, DOC, random.Random(0), 1.0) == f"{chunk}\n\n{chunk}\n\n"
+    assert [i for i, _ in BaseCorpus(samples, _WordTokenizer()).documents] == [0, 1]
 
 
 def test_the_demo_config_has_a_base_stage_that_mixes_into_sft():

@@ -16,8 +16,11 @@ from atommem.data.schema import Document
 _WORD = re.compile(r"\s*\S+")
 
 
-def render_document(i: int, document: Document) -> str:
-    return f"Document {i}:\n{document.title}\n{document.text}"
+def render_document(i: int | None, document: Document) -> str:
+    """`Document {i}:\\n{title}\\n{text}`; with `i` None (a chunk by documents) no header: a chunk then reads
+    the same in a context of any length (a policy that saw "Document 7" at most broke on "Document 26")."""
+    header = "" if i is None else f"Document {i}:\n"
+    return f"{header}{document.title}\n{document.text}"
 
 
 def render_context(documents: Sequence[Document]) -> str:
@@ -78,9 +81,9 @@ def chunk_documents(
     by: str = "tokens",
 ) -> Chunking:
     """The rendered context of `documents`, middle-cut to `max_chunks * chunk_tokens` tokens, as chunk texts:
-    chunk t covers tokens [t*C - overlap, (t+1)*C + overlap). `by="documents"`: chunk t is the t-th kept document,
-    middle-cut to C tokens, and the middle documents go when there are more than `max_chunks` (chunks never split
-    a line, whatever a document's token count)."""
+    chunk t covers tokens [t*C - overlap, (t+1)*C + overlap). `by="documents"`: chunk t is the t-th kept document
+    (its title and text, no position header), middle-cut to C tokens, and the middle documents go when there are
+    more than `max_chunks` (chunks never split a line, whatever a document's token count)."""
     if max_chunks <= 0:
         raise ValueError(f"max_chunks must be positive, got {max_chunks}")
     tokens = tokenize(render_context(documents), tokenizer)
@@ -88,7 +91,7 @@ def chunk_documents(
         if overlap:
             raise ValueError(f"chunk_overlap must be 0 when chunking by documents, got {overlap}")
         kept_docs = middle_truncate(list(enumerate(documents)), max_chunks)
-        whole = [tokenize(render_document(i, d), tokenizer) for i, d in kept_docs]
+        whole = [tokenize(render_document(None, d), tokenizer) for _, d in kept_docs]
         pieces = [middle_truncate(w, chunk_tokens) for w in whole]
         # the blank lines between documents are no chunk's: only a dropped document or a cut one is truncation
         truncated = len(kept_docs) < len(documents) or any(len(p) < len(w) for p, w in zip(pieces, whole))

@@ -31,7 +31,7 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.findall(text) if s]
 
 
-def restated(index: int, document: Any, rng: random.Random, whole_share: float = 0.5) -> str:
+def restated(index: int | None, document: Any, rng: random.Random, whole_share: float = 0.5) -> str:
     """The document as the env renders it, a blank line, then the document again (with probability `whole_share`)
     or a random non-empty subset of its sentences in random order."""
     text = render_document(index, document) + "\n\n"
@@ -42,10 +42,12 @@ def restated(index: int, document: Any, rng: random.Random, whole_share: float =
 
 
 class BaseCorpus:
-    """The documents of `samples` (with their position in their context); `rows(k, rng)` draws k restated ones."""
+    """The documents of `samples`, rendered as the env's chunks show them (`chunk_by`: "tokens" with their
+    position header, "documents" without); `rows(k, rng)` draws k restated ones."""
 
-    def __init__(self, samples: Sequence[Sample], tokenizer: Any, whole_share: float = 0.5):
-        self.documents = [(i, d) for s in samples for i, d in enumerate(s.documents) if d.text.strip()]
+    def __init__(self, samples: Sequence[Sample], tokenizer: Any, whole_share: float = 0.5, chunk_by: str = "tokens"):
+        self.documents = [(None if chunk_by == "documents" else i, d)
+                          for s in samples for i, d in enumerate(s.documents) if d.text.strip()]
         if not self.documents:
             raise ValueError("the base stage needs training documents, got none")
         self.tokenizer, self.whole_share = tokenizer, whole_share
@@ -68,7 +70,7 @@ class BaseCorpus:
             head = tokenize(render_document(index, document) + "\n\n", self.tokenizer)
             line = tokenize(render_document(index, document) + "\n\n" + rng.choice(sentences(document.text)), self.tokenizer)
             if line[: len(head)] != head or len(line) < len(head) + 2:
-                raise ValueError(f"document {index} does not tokenize apart from a sentence after it")
+                raise ValueError(f"document {document.title!r} does not tokenize apart from a sentence after it")
             out.append(SFTRow(line[: len(head) + 1], line[len(head) + 1 :], RECALL_LABEL))
         return out
 

@@ -20,7 +20,7 @@ def base_corpus(cfg: Config, model_path: str) -> BaseCorpus:
     from atommem.models.loading import load_tokenizer
     from atommem.trainer.inputs import train_samples
 
-    return BaseCorpus(train_samples(cfg), load_tokenizer(model_path), cfg.pretrain.whole_share)
+    return BaseCorpus(train_samples(cfg), load_tokenizer(model_path), cfg.pretrain.whole_share, cfg.env.chunk_by)
 
 
 def row_refs(rows: list, ranks: int) -> list:
@@ -105,7 +105,7 @@ def pretrain_base(cfg: Config, model_path: str, out: Path, logger: RunLogger,
     stage = BaseStage(cfg, model_path, corpus or base_corpus(cfg, model_path), logger)
     try:
         stage.run()
-        summary = {"steps": stage.step, "train_seconds": round(stage.train_seconds, 1), "recall": stage.recall}
+        summary = {"steps": stage.step, "train_seconds": stage.train_seconds, "recall": stage.recall}
         return stage.save(out), summary
     finally:
         stage.shutdown()
