@@ -53,7 +53,7 @@ class EnvConfig:
     chunk_tokens: int = 4000  # tokens per context chunk (C)
     chunk_overlap: int = 100  # tokens of overlap on each side of a chunk
     max_chunks: int = 40  # context longer than max_chunks*chunk_tokens is cut in the middle
-    chunk_by: Literal["tokens", "documents"] = "tokens"  # documents: each document is one chunk (its own first and last chunk_tokens/2 tokens when longer; no overlap), more than max_chunks documents lose the middle ones
+    chunk_by: Literal["tokens", "documents"] = "tokens"  # documents: each document is one chunk, "{title}\n{text}" without the "Document {i}:" header so it reads the same at any context length (its own first and last chunk_tokens/2 tokens when longer; no overlap), more than max_chunks documents lose the middle ones
     max_read_only_turns: int = 3  # consecutive update_query-only turns before the chunk advances anyway
     max_read_steps: Optional[int] = None  # cap on reading-phase turns; None = max_chunks*(max_read_only_turns+1)
     max_answer_steps: int = 4  # cap on turns per question in the answer phase

@@ -35,7 +35,7 @@ LINKED = ("configs", "bench", "jobs", ".venv")
 
 # Every config-taking atommem command runs on data, SFT, GRPO and evaluation shrunk to seconds.
 SMALL_RUN = (
-    "data.synth.num_samples=24", "data.dev_samples=6",
+    "data.synth.num_samples=24", "data.dev_samples=6", "data.val_samples=6",
     "sft.teacher_episodes=12", "sft.val_episodes=6", "sft.teacher_workers=1", "sft.batch_size=2", "sft.steps=2",
     "sft.time_budget_s=2", "grpo.group_size=2", "grpo.batch_groups=2", "rollout.envs_per_worker=8",
     "rollout.num_samples=2", "trainer.steps=1", "trainer.time_budget_s=0.01", "trainer.eval_every=1",
@@ -67,6 +67,7 @@ SMOKE: dict[str, list[str]] = {
         "--hf-max-tokens", "4", "--vllm-episodes", "4", "--vllm-envs", "4", "--vllm-max-tokens", "16", "--vllm-eager",
     ],
     "python bench/memory_ops.py": ["--episodes", "8", "--entries", "20"],
+    "python bench/copy_probe.py": ["--seeds", "0", "--max-steps", "2", "--val-every", "1", *_SETS],
     "python bench/weight_sync.py": ["--hidden", "64", "--layers", "1", "--vocab", "256", "--repeats", "1", "--no-many-tensors"],
     "python bench/learner_logprobs.py": ["--rows", "4", "--prompt", "32", "--response", "4", "--repeats", "1"],
 }
