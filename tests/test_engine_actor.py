@@ -53,8 +53,10 @@ def test_engine_actor_matches_local_engine_takes_weights_and_restarts_holding_re
 
     async def restart():
         ray_local.kill(actor, no_restart=False)
-        held = actor.generate.remote(prompts[0], greedy)  # retried on the new process
         waiting = await actor.health.remote()
+        while not waiting["restarted"]:  # the kill lands asynchronously: a loaded machine's old process may answer first
+            waiting = await actor.health.remote()
+        held = actor.generate.remote(prompts[0], greedy)  # the new process, before its weights are current
         answered, _ = ray_local.wait([held], timeout=2)
         await sync_over_gloo(actor, newer, version=3)
         return waiting, answered, await held, await local.generate(prompts[0], greedy), await actor.health.remote()

@@ -59,7 +59,7 @@ def test_rollout_record_has_per_state_rates():
 
 def test_sft_learner_takes_its_own_cpus_stage_and_schedule_and_leaves_the_grpo_learner_alone():
     from atommem.config import load_config
-    from atommem.trainer.sft import sft_learner_config
+    from atommem.trainer.pretrain import sft_learner_config
 
     cfg = load_config(None, ["learner.num_cpus=1", "learner.zero_stage=3", "sft.learner_cpus=2", "sft.zero_stage=0",
                              "sft.lr_schedule=cosine"])

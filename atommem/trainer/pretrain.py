@@ -8,11 +8,22 @@ from. `atommem sft` and the demo call it before SFT when `pretrain.steps` > 0.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from atommem.config import Config
 from atommem.learner.pretrain import BaseCorpus, step_rng
 from atommem.tracking import RunLogger
+
+
+def sft_learner_config(cfg: Config) -> Config:
+    """`cfg` with the learner of the supervised stages (base and SFT): `sft.*`'s own CPUs, ZeRO stage and lr
+    schedule where set. SFT has the machine to itself, so it may use more threads than a learner sharing the
+    CPUs with engines and env runners in GRPO, and a single CPU rank gains nothing from ZeRO-3's partitioning
+    but pays for its hooks."""
+    changes = {"num_cpus": cfg.sft.learner_cpus, "zero_stage": cfg.sft.zero_stage, "lr_schedule": cfg.sft.lr_schedule}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return replace(cfg, learner=replace(cfg.learner, **changes)) if changes else cfg
 
 
 def base_corpus(cfg: Config, model_path: str) -> BaseCorpus:
@@ -40,7 +51,6 @@ class BaseStage:
 
     def __init__(self, cfg: Config, model_path: str, corpus: BaseCorpus, logger: RunLogger):
         from atommem.learner.learner_group import LearnerGroup
-        from atommem.trainer.sft import sft_learner_config
 
         self.cfg, self.corpus, self.logger = cfg, corpus, logger
         self.learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="base")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -28,18 +27,9 @@ from atommem.learner.pretrain import BaseCorpus, step_rng
 from atommem.learner.sft import validation_metrics
 from atommem.tracking import RunLogger
 from atommem.trainer.inputs import model_path_of, train_samples
-from atommem.trainer.pretrain import base_corpus, pretrain_base, row_refs
+from atommem.trainer.pretrain import base_corpus, pretrain_base, row_refs, sft_learner_config
 
 VAL_DIR = "val"  # the held-out teacher episodes, under the SFT data dir
-
-
-def sft_learner_config(cfg: Config) -> Config:
-    """`cfg` with the SFT learner's own CPUs, ZeRO stage and lr schedule where set: SFT has the machine to
-    itself, so it may use more threads than a learner sharing the CPUs with engines and env runners in GRPO,
-    and a single CPU rank gains nothing from ZeRO-3's partitioning but pays for its hooks."""
-    changes = {"num_cpus": cfg.sft.learner_cpus, "zero_stage": cfg.sft.zero_stage, "lr_schedule": cfg.sft.lr_schedule}
-    changes = {k: v for k, v in changes.items() if v is not None}
-    return replace(cfg, learner=replace(cfg.learner, **changes)) if changes else cfg
 
 
 def sft_data_dir(cfg: Config) -> Path:
