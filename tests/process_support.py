@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import time
+from pathlib import Path
+
+LOCAL_CLUSTER = Path(__file__).resolve().parents[1] / "cluster" / "local" / "cluster.py"
+
+
+def local_cluster_script():
+    """cluster/local/cluster.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("local_cluster", LOCAL_CLUSTER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def live_pids(column: str, value: int) -> list[int]:

@@ -14,7 +14,6 @@ The timeline (nodes added and removed, the lost node's episodes and what became 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -32,6 +31,7 @@ from ray._private.authentication.authentication_token_setup import _enable_token
 
 from atommem.config import load_config
 from helpers_models import TEST_SYNTH, make_tiny_model_dir
+from process_support import local_cluster_script
 from test_fault_tolerance import trained_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,14 +138,6 @@ def _runner_actor(dashboard: str, group, index: int):
     return get_actor(group.handle(index)._actor_id.hex(), address=dashboard)
 
 
-def _cluster_script():
-    """cluster/local/cluster.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("local_cluster", CLUSTER[1])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.timeout(900)
@@ -191,7 +183,7 @@ def test_rollout_nodes_come_with_the_pool_a_lost_one_costs_no_episode_and_idle_o
         # 2. node loss mid-step: the raylet of runner 0's node is killed with the step's episodes in flight
         victim = group.runner_indices()[0]
         actor = _runner_actor(local_cluster["dashboard"], group, victim)
-        lost_node, node_pids = _cluster_script().node_processes(local_cluster["pid"], actor.node_id)
+        lost_node, node_pids = local_cluster_script().node_processes(local_cluster["pid"], actor.node_id)
         lost: dict[str, list[str]] = {}
 
         def kill_node():

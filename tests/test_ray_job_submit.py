@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from process_support import wait_until_gone
+from process_support import local_cluster_script, wait_until_gone
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -32,17 +31,6 @@ RAY = VENV_BIN / "ray"
 START_TIMEOUT_S = 240
 JOB_TIMEOUT_S = 420
 EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/", ".hypothesis/"]
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _env() -> dict[str, str]:
@@ -74,7 +62,7 @@ def head(tmp_path_factory):
     names = ["port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
              "ray-client-server-port", "metrics-export-port", "runtime-env-agent-port", "node-manager-port",
              "object-manager-port"]
-    ports = dict(zip(names, _free_ports(len(names))))
+    ports = dict(zip(names, local_cluster_script().free_ports(len(names))))
     cmd = [str(RAY), "start", "--head", "--block", "--num-cpus", "2", "--include-dashboard", "true",
            "--dashboard-host", "127.0.0.1", "--temp-dir", str(temp), "--disable-usage-stats"]
     cmd += [f"--{name}={port}" for name, port in ports.items()]

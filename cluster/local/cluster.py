@@ -39,7 +39,8 @@ PORTS = ["port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-age
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL what is left of the session
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """n distinct free local ports (all bound at once, then released)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -113,7 +114,7 @@ def up(directory: Path, config: Path, timeout_s: float, system_config: dict | No
         raise SystemExit(f"a cluster from {directory} is running: `python {__file__} down --dir {directory}` first")
     import ray._private.services as services
 
-    ports = dict(zip(PORTS, _free_ports(len(PORTS))))
+    ports = dict(zip(PORTS, free_ports(len(PORTS))))
     address = f"{services.get_node_ip_address()}:{ports['port']}"
     cluster = yaml.safe_load(config.read_text())
     cluster["provider"]["gcs_address"] = address  # the provider's raylets join this head, not port 6379
