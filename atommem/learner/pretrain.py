@@ -67,8 +67,9 @@ class BaseCorpus:
         out = []
         for _ in range(count):
             index, document = self.documents[rng.randrange(len(self.documents))]
-            head = tokenize(render_document(index, document) + "\n\n", self.tokenizer)
-            line = tokenize(render_document(index, document) + "\n\n" + rng.choice(sentences(document.text)), self.tokenizer)
+            text = render_document(index, document) + "\n\n"
+            head = tokenize(text, self.tokenizer)
+            line = tokenize(text + rng.choice(sentences(document.text)), self.tokenizer)
             if line[: len(head)] != head or len(line) < len(head) + 2:
                 raise ValueError(f"document {document.title!r} does not tokenize apart from a sentence after it")
             out.append(SFTRow(line[: len(head) + 1], line[len(head) + 1 :], RECALL_LABEL))
