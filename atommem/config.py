@@ -212,6 +212,7 @@ class LearnerConfig:
     warmup_steps: int = 0  # linear lr warmup steps
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr after warmup down to min_lr_ratio x lr at the stage's last step (GRPO: trainer.steps; SFT: sft.steps), then flat
     min_lr_ratio: float = 0.0  # cosine: the floor, as a fraction of lr
+    hold_steps: int = 0  # cosine: steps at the full lr after warmup before the decay begins (warmup-stable-decay)
     weight_decay: float = 0.0  # AdamW weight decay
     num_cpus: float = 1.0  # CPUs per learner actor
     num_gpus: float = 0.0  # GPUs per learner actor
@@ -237,7 +238,7 @@ class PretrainConfig:
     lr: float = 2.0e-3  # learning rate of the base stage (constant)
     whole_share: float = 0.5  # share of sequences that restate the whole document; the others restate some of its sentences, shuffled
     mix_rows: int = 0  # base-stage sequences added to every SFT step (and the control's), so SFT keeps the copy it starts with
-    eval_every: int = 100  # steps between evaluations of the recall probe (a document, then one of its sentences from its first token: right as a whole only by copying), logged as val_full/base/recall
+    eval_every: int = 100  # steps between evaluations of the recall probe (a document, then one of its sentences up to its last word: that word is right only by copying it, as an add copies a fact's value), logged as val_full/base/recall
     until_recall: Optional[float] = None  # stop the stage once the recall probe is at least this (e.g. 0.9); steps stays the cap. None: always run every step
 
 
@@ -259,15 +260,21 @@ class SFTConfig:
     teacher_weak_update_p: float = 1.0  # oracle teacher: chance it updates a revision of a weak attribute in place (else it adds a stale duplicate)
     val_episodes: int = 0  # teacher episodes collected beyond teacher_episodes and held out: SFT validation (0 = none)
     val_every: int = 0  # SFT steps between validations (teacher-forced accuracy per turn state and action); 0 = at the end only
+    until_full: Optional[float] = None  # stop SFT at the first validation where val_full of every label in until_labels is at least this (the decisions GRPO builds on are learned); steps and time_budget_s stay the caps. None: train to the caps
+    until_labels: list[str] = field(default_factory=list)  # the validation labels ("<turn state>/<teacher action>") until_full waits for; name decisions the teacher makes one way in its state (a revision it mishandles at random never passes)
     data: Optional[str] = None  # Parquet dir of collected SFT trajectories (the held-out ones in its val/)
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)
     learner_cpus: Optional[float] = None  # CPUs (= torch threads) per learner actor in SFT, which runs alone; None = learner.num_cpus
     zero_stage: Optional[int] = None  # ZeRO stage of the SFT learner; None = learner.zero_stage
     lr_schedule: Optional[Literal["constant", "cosine"]] = None  # lr schedule of SFT (over sft.steps); None = learner.lr_schedule. The equal-time control resumes SFT's learner state, so after a cosine it trains on at the floor
+    hold_steps: Optional[int] = None  # SFT's cosine: steps at the full lr before it decays; None = learner.hold_steps
 
     def __post_init__(self):
         if self.teacher_workers < 0:
             raise ConfigError(f"sft.teacher_workers must be >= 0 (0 = rollout.num_workers), got {self.teacher_workers}")
+        if self.until_full is not None and not (self.until_labels and self.val_episodes > 0 and self.val_every > 0):
+            raise ConfigError("sft.until_full needs the labels it waits for (sft.until_labels) and validations to "
+                              "read them on: set sft.val_episodes and sft.val_every > 0, or drop sft.until_full")
 
 
 @dataclass

@@ -96,7 +96,8 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     data = SFTData(teacher_refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs)
     sft = SFTTrainer(cfg, str(sft_start), data, logger, mix=corpus)
     try:
-        sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s)
+        sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s, until_bar=True)
+        sft_stopped_by = sft.stopped_by
         training = {**({"base": base_stage["train_seconds"]} if base_stage else {}), "sft": sft.train_seconds}
         sft_model = sft.save(run_dir / "sft")
         sft_validation = sft.validation
@@ -208,6 +209,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "grpo_steps": grpo_steps,
         "grpo_train_seconds": round(grpo_seconds, 2),
         "sft_steps": sft_steps,
+        "sft_stopped_by": sft_stopped_by,
         "control_sft_steps": ctrl_steps - sft_steps,
         "timings_s": timings,
         # the steps' own wall time (SFT and control without validation, GRPO without its dev curve); the rest
@@ -323,6 +325,10 @@ def compare_demos(run_a: str | Path, run_b: str | Path, model: str = "grpo") -> 
           f"({b['run_dir']}): {b['action_set']} - {a['action_set']} {diff:+.3f}, 95% CI {_ci(lo, hi)} "
           f"(n={out['questions']} questions)")
     return out
+
+
+_STOPPED = {"bar": ": its held-out decisions passed sft.until_full", "time": ": sft.time_budget_s ran out",
+            "signal": ": stopped by a signal"}  # why SFT ended, where not at sft.steps
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -447,7 +453,7 @@ def _write_report(run_dir: Path, report: dict) -> None:
         "",
         "| model | dev EM |",
         "|---|---|",
-        f"| SFT | {em['sft']:.3f} |",
+        f"| SFT ({report['sft_steps']} steps{_STOPPED.get(report.get('sft_stopped_by', ''), '')}) | {em['sft']:.3f} |",
         f"| GRPO ({report['grpo_steps']} steps, {report['grpo_train_seconds']} s) | {em['grpo']:.3f} |",
         f"| SFT trained on for the same time ({report['control_sft_steps']} more steps) | {em['sft_control']:.3f} |",
         "",

@@ -114,6 +114,9 @@ def sweep_table(run_dir: str | Path) -> dict:
     return sweep
 
 
+SFT_STOPPED = {"bar": "bar passed", "steps": "step cap", "time": "time cap", "signal": "signal"}  # why SFT ended (sft.until_full)
+
+
 def copy_formed_step(metrics: list[dict]) -> int | None:
     """The first SFT validation step whose held-out `relevant/create` whole-response accuracy reaches
     COPY_FORMED (None: it never did, or SFT was not validated)."""
@@ -150,6 +153,7 @@ def seed_row(seed: int, seed_dir: Path) -> dict:
         "questions": r["dev_questions"],
         "minutes": r["total_s"] / 60,
         "sft_steps": r["sft_steps"],
+        "sft_stopped_by": r.get("sft_stopped_by", ""),
         "copy_measured": any(COPY_KEY in m for m in metrics if m.get("phase") == "sft"),
         "copy_formed_step": copy_formed_step(metrics),
         "base_steps": r.get("base_stage", {}).get("steps"),
@@ -208,7 +212,7 @@ def _diff(d: dict) -> str:
 def _row_cells(row: dict) -> list[str]:
     if row["status"] != "done":
         why = f"failed: {row['error']}" if row["status"] == "failed" else "incomplete (no report.json, no error.txt)"
-        return [str(row["seed"]), why.replace("|", "/"), *[""] * 15, "no"]
+        return [str(row["seed"]), why.replace("|", "/"), *[""] * 16, "no"]
     copy = (f"{row['copy_formed_step']}" if row["copy_formed_step"] is not None
             else f"not formed by {row['sft_steps']}" if row["copy_measured"] else "not measured")
     recall = ("no base stage" if row["base_steps"] is None else f"{row['recall_formed_step']}"
@@ -220,6 +224,7 @@ def _row_cells(row: dict) -> list[str]:
         f"{row['best_baseline']} {row['best_baseline_em']:.3f}",
         _diff(row["grpo_minus_sft"]), _diff(row["grpo_minus_control"]), _diff(row["grpo_minus_best_baseline"]),
         str(row["questions"]), f"{row['minutes']:.1f}", recall, copy,
+        f"{row['sft_steps']}" + (f" ({SFT_STOPPED[row['sft_stopped_by']]})" if row.get("sft_stopped_by") in SFT_STOPPED else ""),
         f"{_num(row['kept_step'], 'd')} of {row['grpo_steps']}",
         f"{longer['grpo']:.3f} ({_num(longer['grpo_over_1x'], '.2f')})" if longer else "n/a",
         f"{longer['best_baseline']} {longer['best_baseline_em']:.3f}" if longer else "n/a",
@@ -233,7 +238,7 @@ def _table_lines(sweep: dict) -> list[str]:
     rows = sweep["rows"]
     chunk_by = sorted({r["longer"]["chunk_by"] for r in rows if r.get("longer")})
     header = ["seed", "SFT", "GRPO", "control", "best baseline", "GRPO - SFT [95% CI]", "GRPO - control [95% CI]",
-              "GRPO - baseline [95% CI]", "n", "min", "recall formed (base step)", "copy formed (SFT step)", "GRPO step kept",
+              "GRPO - baseline [95% CI]", "n", "min", "recall formed (base step)", "copy formed (SFT step)", "SFT steps", "GRPO step kept",
               f"{LENGTH_FACTOR}x: GRPO (of 1x)", f"{LENGTH_FACTOR}x: best baseline", f"{LENGTH_FACTOR}x: GRPO - baseline [95% CI]",
               "update/revision SFT -> GRPO", "pass"]
     lines = [

@@ -5,7 +5,7 @@ runs the demo's own stages up to SFT (tiny model per seed, the base stage when t
 episodes, SFT with the config's batches) and validates every `--val-every` steps on the held-out teacher
 episodes; a seed's copy has formed at the first validation whose `val_full/relevant/create` (whole response
 right, teacher-forced) is >= 0.9, the sweep table's rule. A seed stops there or at `--max-steps`. The base
-stage's own probe (`val_full/base/recall`: a sentence of a document copied from its first token, every
+stage's own probe (`val_full/base/recall`: the last word of a sentence of a document, after the rest of it, every
 `pretrain.eval_every` steps) is reported the same way; `--base-only` stops after the base stage. Seeds vary as in
 `atommem demo --seeds` (trainer.seed and the tiny model's initialisation, atommem/sweep.py). No GRPO, no
 evaluation: a fraction of a demo's time per seed.

@@ -43,3 +43,18 @@ def test_min_lr_ratio_out_of_range_is_a_config_error():
 
     with pytest.raises(ConfigError, match="learner.min_lr_ratio must be in"):
         load_config(overrides=["learner.min_lr_ratio=1.5"])
+
+
+def test_hold_steps_keep_the_full_lr_before_the_cosine_starts():
+    held = lr_lambda(warmup_steps=2, total_steps=12, schedule="cosine", min_ratio=0.1, hold_steps=4)
+    plain = lr_lambda(warmup_steps=2, total_steps=12, schedule="cosine", min_ratio=0.1)
+    assert [held(s) for s in range(6)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0] and plain(5) < 1.0
+    assert held(9) == pytest.approx(0.1 + 0.9 * 0.5) and held(12) == pytest.approx(0.1)  # half-way through 6..12
+
+
+def test_sft_hold_steps_reach_the_supervised_stages_learner_only():
+    from atommem.config import load_config
+    from atommem.trainer.pretrain import sft_learner_config
+
+    cfg = load_config(overrides=["sft.lr_schedule=cosine", "sft.hold_steps=30"])
+    assert sft_learner_config(cfg).learner.hold_steps == 30 and cfg.learner.hold_steps == 0

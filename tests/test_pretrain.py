@@ -72,17 +72,19 @@ def test_the_demo_config_has_a_base_stage_that_mixes_into_sft():
     assert cfg.pretrain.steps > 0 and cfg.pretrain.mix_rows > 0
 
 
-def test_a_recall_row_asks_for_the_rest_of_one_sentence_after_the_document():
-    samples = [Sample(id="s", source="synthetic", documents=[DOC], questions=[])]
+def test_a_recall_row_asks_for_the_last_word_of_a_sentence_named_by_its_beginning():
+    doc = Document("notes 57", " zorp city lima . user job monk . zorp city rome . blix pet owl .")
+    samples = [Sample(id="s", source="synthetic", documents=[doc], questions=[])]
     tok = _WordTokenizer()
-    corpus = BaseCorpus(samples, tok)
-    head = tok.encode(render_document(0, DOC) + "\n\n")
-    seen = set()
-    for row in corpus.recall_rows(30, random.Random(3)):
-        assert row.label == "base/recall" and row.prompt_ids[: len(head)] == head and len(row.prompt_ids) == len(head) + 1
+    head = tok.encode(render_document(0, doc) + "\n\n")
+    asked = set()
+    for row in BaseCorpus(samples, tok).recall_rows(40, random.Random(3)):
         words = {i: w for w, i in tok.vocab.items()}
-        seen.add("".join(words[i] for i in row.prompt_ids[len(head):] + row.response_ids).strip())
-    assert seen == {s.strip() for s in sentences(DOC.text)}  # every sentence, each from its first word
+        assert row.label == "base/recall" and row.prompt_ids[: len(head)] == head
+        assert [words[i] for i in row.response_ids][1:] == [" ."]  # the last word, then the period
+        asked.add("".join(words[i] for i in row.prompt_ids[len(head):] + row.response_ids).strip())
+    # "zorp city" begins two sentences with different last words: no copy could tell which, so neither is asked
+    assert asked == {"user job monk .", "blix pet owl ."}
 
 
 def test_whole_share_sets_how_often_the_whole_document_comes_again():

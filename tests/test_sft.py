@@ -94,7 +94,7 @@ def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_pa
     assert [t.episode_id for t in ray_local.get(kept)] == expected
     # the held-out episodes come after the training ones in the same order, in their own dir
     assert [t.episode_id for t in read_trajectories(path / "val")] == held_out == [t.episode_id for t in ray_local.get(val)]
-    no_val = replace(cfg, sft=replace(cfg.sft, val_episodes=0))
+    no_val = replace(cfg, sft=replace(cfg.sft, val_episodes=0, until_full=None))
     assert teacher_requests(no_val, train_samples(cfg)) == teacher_requests(cfg, train_samples(cfg))[:48]
     # collected again without held-out episodes, the old ones must not stay behind to be read as these
     path, _, val = collect_teacher(no_val)
@@ -124,7 +124,7 @@ def test_the_scripted_memagent_teaches_the_overwrite_action_set(tmp_path, ray_lo
     cfg = load_config("configs/tiny_cpu_overwrite.yaml", [
         f"data.train={tmp_path / 'data/train'}", f"data.dev={tmp_path / 'data/dev'}", "data.synth.num_samples=12",
         "data.dev_samples=4", f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
-        "model.tiny.intermediate_size=64", "sft.teacher_episodes=6", "sft.val_episodes=0", f"sft.data={tmp_path / 'sft'}",
+        "model.tiny.intermediate_size=64", "sft.teacher_episodes=6", "sft.val_episodes=0", "sft.until_full=null", f"sft.data={tmp_path / 'sft'}",
         "rollout.envs_per_worker=8",
     ])
     with pytest.raises(UserError, match="memagent-scripted"):
@@ -139,3 +139,64 @@ def test_the_scripted_memagent_teaches_the_overwrite_action_set(tmp_path, ray_lo
         assert turn.response_ids == tok.encode(turn.response_text, add_special_tokens=False) + [tok.eos_token_id]
         prompt = tok.decode(turn.prompt_ids)
         assert "keep what the questions need in notes" in prompt and "query:" not in prompt
+
+
+class _ScriptedLearner:
+    """Stands in for the learner group: each validation scores the next entry of `script` ({label: share right})."""
+
+    def __init__(self, script):
+        self.script, self.updates = list(script), 0
+
+    def update_sft(self, batch):
+        self.updates += 1
+        return {"loss": 1.0}
+
+    def score_sft(self, refs):
+        shares = self.script.pop(0)
+        return [RowScore(label, True, i < round(share * 20), 0.0, 1) for label, share in shares.items() for i in range(20)]
+
+    def shutdown(self):
+        pass
+
+
+def _sft_trainer(tmp_path, monkeypatch, script, **sft):
+    from atommem.config import load_config
+    from atommem.learner import learner_group
+    from atommem.tracking import RunLogger
+    from atommem.trainer.sft import SFTData, SFTTrainer
+
+    cfg = load_config("configs/tiny_cpu.yaml")
+    cfg = replace(cfg, sft=replace(cfg.sft, val_every=10, **sft))
+    monkeypatch.setattr(learner_group, "LearnerGroup", lambda *a, **k: _ScriptedLearner(script))
+    data = SFTData(["t0", "t1", "t2"], batch_size=2, val_refs=["v0"])
+    return SFTTrainer(cfg, "unused", data, RunLogger(tmp_path, tensorboard=False))
+
+
+def test_sft_stops_at_the_first_validation_where_every_named_decision_passes_the_bar(tmp_path, monkeypatch):
+    script = [{"relevant/read": 0.5, "answer/answer": 1.0, "revision/update": 0.3},
+              {"relevant/read": 0.95, "answer/answer": 0.85, "revision/update": 0.3},
+              {"relevant/read": 0.9, "answer/answer": 0.95, "revision/update": 0.3},  # revision/update is not named
+              {"relevant/read": 1.0, "answer/answer": 1.0, "revision/update": 1.0}]
+    bar = dict(until_full=0.9, until_labels=["relevant/read", "answer/answer"])
+    trainer = _sft_trainer(tmp_path, monkeypatch, script, **bar)
+    assert trainer.run(100, until_bar=True) == 30 and trainer.stopped_by == "bar" and trainer.learner.updates == 30
+    # the same validations without until_bar (the equal-time control trains on): no stop before the step cap
+    trainer = _sft_trainer(tmp_path, monkeypatch, script, **bar)
+    assert trainer.run(40) == 40 and trainer.stopped_by == "steps"
+
+
+def test_a_bar_label_no_held_out_turn_has_is_named_with_the_labels_there(tmp_path, monkeypatch):
+    from atommem.errors import UserError
+
+    trainer = _sft_trainer(tmp_path, monkeypatch, [{"relevant/read": 1.0}], until_full=0.9, until_labels=["revision/raed"])
+    with pytest.raises(UserError, match="revision/raed.*relevant/read"):
+        trainer.run(100, until_bar=True)
+
+
+def test_until_full_without_labels_or_validation_is_a_config_error():
+    from atommem.config import ConfigError, SFTConfig
+
+    with pytest.raises(ConfigError, match="sft.until_labels"):
+        SFTConfig(until_full=0.9, val_episodes=10, val_every=10)
+    with pytest.raises(ConfigError, match="sft.val_episodes"):
+        SFTConfig(until_full=0.9, until_labels=["relevant/read"])

@@ -94,15 +94,17 @@ def prefer_own_ninja() -> None:
         os.environ["PATH"] = f"{bindir}{os.pathsep}{path}"
 
 
-def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0):
-    """Multiplier of the base lr at step s: linear warmup, then constant or cosine decay to `min_ratio`."""
+def lr_lambda(warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0, hold_steps: int = 0):
+    """Multiplier of the base lr at step s: linear warmup, then constant, or `hold_steps` at the full lr and a
+    cosine decay to `min_ratio` at `total_steps`."""
 
     def f(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
-        if schedule == "constant":
+        start = warmup_steps + hold_steps
+        if schedule == "constant" or step < start:
             return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        progress = min(1.0, (step - start) / max(1, total_steps - start))
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return f
@@ -182,7 +184,8 @@ class LearnerWorker:
             model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=ds_cfg,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-                opt, lr_lambda(learner.warmup_steps, total, learner.lr_schedule, learner.min_lr_ratio)
+                opt, lr_lambda(learner.warmup_steps, total, learner.lr_schedule, learner.min_lr_ratio,
+                                learner.hold_steps)
             ),
         )
         if self.stage == "grpo" and self.cfg.grpo.kl_coef != 0.0:

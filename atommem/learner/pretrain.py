@@ -61,19 +61,35 @@ class BaseCorpus:
         return out
 
     def recall_rows(self, count: int, rng: random.Random) -> list[SFTRow]:
-        """Probe rows of the skill SFT needs: the document, a blank line and the first token of one of its sentences
-        as the prompt, the rest of that sentence as the response. Right as a whole only by copying it (an
-        `<add_memory>` copies a fact line the same way)."""
+        """Probe rows of the skill SFT needs: the document, a blank line and one of its sentences up to its last word
+        as the prompt, that word and the period as the response. The prompt names the sentence (a sentence whose
+        beginning another one shares is never drawn), so only a copy gets the word right, as an `<add_memory>`
+        copies the value of a fact line."""
         out = []
         for _ in range(count):
             index, document = self.documents[rng.randrange(len(self.documents))]
             text = render_document(index, document) + "\n\n"
-            head = tokenize(text, self.tokenizer)
-            line = tokenize(text + rng.choice(sentences(document.text)), self.tokenizer)
-            if line[: len(head)] != head or len(line) < len(head) + 2:
+            sentence, cut = rng.choice(_probe_sentences(document.text, document.title))
+            head = tokenize(text + sentence[:cut], self.tokenizer)
+            line = tokenize(text + sentence, self.tokenizer)
+            if line[: len(head)] != head or len(line) == len(head):
                 raise ValueError(f"document {document.title!r} does not tokenize apart from a sentence after it")
-            out.append(SFTRow(line[: len(head) + 1], line[len(head) + 1 :], RECALL_LABEL))
+            out.append(SFTRow(head, line[len(head) :], RECALL_LABEL))
         return out
+
+
+def _probe_sentences(text: str, title: str) -> list[tuple[str, int]]:
+    """(sentence, where its last word starts) for each sentence of `text` with a beginning of its own."""
+    cuts = []
+    for sentence in sentences(text):
+        cut = sentence.rstrip(" .").rfind(" ")
+        if sentence[:cut].strip():
+            cuts.append((sentence, cut))
+    beginnings = [s[:c].strip() for s, c in cuts]
+    unique = [(s, c) for s, c in cuts if beginnings.count(s[:c].strip()) == 1]
+    if not unique:
+        raise ValueError(f"document {title!r} has no sentence of two or more words with a beginning of its own")
+    return unique
 
 
 def step_rng(seed: int, stage: str, step: int) -> random.Random:

@@ -21,7 +21,8 @@ def sft_learner_config(cfg: Config) -> Config:
     schedule where set. SFT has the machine to itself, so it may use more threads than a learner sharing the
     CPUs with engines and env runners in GRPO, and a single CPU rank gains nothing from ZeRO-3's partitioning
     but pays for its hooks."""
-    changes = {"num_cpus": cfg.sft.learner_cpus, "zero_stage": cfg.sft.zero_stage, "lr_schedule": cfg.sft.lr_schedule}
+    changes = {"num_cpus": cfg.sft.learner_cpus, "zero_stage": cfg.sft.zero_stage, "lr_schedule": cfg.sft.lr_schedule,
+               "hold_steps": cfg.sft.hold_steps}
     changes = {k: v for k, v in changes.items() if v is not None}
     return replace(cfg, learner=replace(cfg.learner, **changes)) if changes else cfg
 

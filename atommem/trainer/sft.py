@@ -166,11 +166,13 @@ class SFTTrainer:
         self.validation: dict[str, float] = {}  # the latest validate()
         self.validated_step: int | None = None  # the step it was taken at
         self.train_seconds = 0.0  # wall time of run()'s steps, validation not counted
+        self.stopped_by = ""  # why the last run() ended: "steps", "time", "bar" (sft.until_full) or "signal"
 
-    def run(self, steps: int, seconds: float | None = None) -> int:
+    def run(self, steps: int, seconds: float | None = None, until_bar: bool = False) -> int:
         """Train until step `steps` or for `seconds` of training time (validation not counted), whichever comes
-        first, or until a SIGTERM/SIGINT (stopping.py) ends it after the step in flight; validates every
-        `sft.val_every` steps and at the end when there are held-out episodes; returns the step reached."""
+        first, or until a SIGTERM/SIGINT (stopping.py) ends it after the step in flight; with `until_bar`, also at
+        the first validation that passes `sft.until_full` (`passes_bar`). Validates every `sft.val_every` steps and
+        at the end when there are held-out episodes; returns the step reached."""
         from tqdm import tqdm
 
         from atommem.stopping import stop_requested
@@ -180,7 +182,17 @@ class SFTTrainer:
         every = self.cfg.sft.val_every
         bar = tqdm(total=None if seconds is not None else max(0, steps - self.step), desc=self.phase, mininterval=2.0)
         metrics, logged = None, self.step
-        while self.step < steps and (seconds is None or time.monotonic() - t0 - val_seconds < seconds) and not stop_requested():
+        until_bar = until_bar and self.cfg.sft.until_full is not None
+        self.stopped_by = ""
+        while not self.stopped_by:
+            if self.step >= steps:
+                self.stopped_by = "steps"
+            elif seconds is not None and time.monotonic() - t0 - val_seconds >= seconds:
+                self.stopped_by = "time"
+            elif stop_requested():
+                self.stopped_by = "signal"
+            if self.stopped_by:
+                break
             metrics = self.learner.update_sft(self._next_batch())
             self.step += 1
             bar.update(1)
@@ -191,6 +203,8 @@ class SFTTrainer:
                 v0 = time.monotonic()
                 self.validate()
                 val_seconds += time.monotonic() - v0
+                if until_bar and self.passes_bar():
+                    self.stopped_by = "bar"
         if metrics is not None and logged != self.step:  # the last step, however the loop ended
             self._log(metrics, t0)
         self.train_seconds += time.monotonic() - t0 - val_seconds
@@ -212,6 +226,16 @@ class SFTTrainer:
         self.validated_step = self.step
         self.logger.log(self.step, self.validation, phase=self.phase)
         return self.validation
+
+    def passes_bar(self) -> bool:
+        """Whether the latest validation has val_full >= `sft.until_full` on every label of `sft.until_labels`."""
+        sft = self.cfg.sft
+        missing = [label for label in sft.until_labels if f"val_full/{label}" not in self.validation]
+        if missing:
+            held = sorted(k.split("/", 1)[1] for k in self.validation if k.startswith("val_full/"))
+            raise UserError(f"sft.until_labels names {', '.join(missing)}, which no held-out teacher turn has; "
+                            f"the labels there are: {', '.join(held)}")
+        return all(self.validation[f"val_full/{label}"] >= sft.until_full for label in sft.until_labels)
 
     def _log(self, metrics: dict, t0: float) -> int:
         self.logger.log(self.step, {**metrics, "elapsed_s": time.monotonic() - t0}, phase=self.phase)
@@ -246,12 +270,14 @@ def train_sft(cfg: Config) -> Path:
     model_path = str(pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus)[0])
     trainer = SFTTrainer(cfg, model_path, data, logger, mix=corpus)
     try:
-        trainer.run(cfg.sft.steps, cfg.sft.time_budget_s)
+        trainer.run(cfg.sft.steps, cfg.sft.time_budget_s, until_bar=True)
         model = trainer.save(run_dir / "sft")
     finally:
         trainer.shutdown()
         logger.close()
     if stop_reason():
         print(f"SFT stopped by {stop_reason()} at step {trainer.step} of {cfg.sft.steps}")
+    elif trainer.stopped_by == "bar":
+        print(f"SFT passed sft.until_full ({cfg.sft.until_full}) on {', '.join(cfg.sft.until_labels)} at step {trainer.step}")
     print(f"SFT model: {model}")
     return model
