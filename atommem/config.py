@@ -261,6 +261,7 @@ class SFTConfig:
     val_episodes: int = 0  # teacher episodes collected beyond teacher_episodes and held out: SFT validation (0 = none)
     val_every: int = 0  # SFT steps between validations (teacher-forced accuracy per turn state and action); 0 = at the end only
     until_full: Optional[float] = None  # stop SFT at the first validation where val_full of every label in until_labels is at least this (the decisions GRPO builds on are learned); steps and time_budget_s stay the caps. None: train to the caps
+    until_after: int = 0  # the bar may stop SFT from this step on: a policy that passed it at step 280 was still unsettled elsewhere (format errors on 0.15 of turns) and GRPO gained nothing from it
     until_labels: list[str] = field(default_factory=list)  # the validation labels ("<turn state>/<teacher action>") until_full waits for; name decisions the teacher makes one way in its state (a revision it mishandles at random never passes)
     data: Optional[str] = None  # Parquet dir of collected SFT trajectories (the held-out ones in its val/)
     time_budget_s: Optional[float] = None  # stop after this wall time (None = steps only)

@@ -4,7 +4,8 @@ The demo's result rides on one skill: copying the asked value from the chunk int
 runs the demo's own stages up to SFT (tiny model per seed, the base stage when the config has one, teacher
 episodes, SFT with the config's batches) and validates every `--val-every` steps on the held-out teacher
 episodes; a seed's copy has formed at the first validation whose `val_full/relevant/create` (whole response
-right, teacher-forced) is >= 0.9, the sweep table's rule. A seed stops there or at `--max-steps`. The base
+right, teacher-forced) is >= 0.9, the sweep table's rule. A seed stops there or at `--max-steps` (with
+`--no-stop`, at `--max-steps`; each validation's whole-response accuracy per label is in the JSON). The base
 stage's own probe (`val_full/base/recall`: the last word of a sentence of a document, after the rest of it, every
 `pretrain.eval_every` steps) is reported the same way; `--base-only` stops after the base stage. Seeds vary as in
 `atommem demo --seeds` (trainer.seed and the tiny model's initialisation, atommem/sweep.py). No GRPO, no
@@ -13,7 +14,7 @@ evaluation: a fraction of a demo's time per seed.
 Prints one JSON object (per seed: the steps, the training seconds, the curves) and writes it with a Markdown
 table to `--out`.
 Usage: python bench/copy_probe.py [--config configs/tiny_cpu.yaml] [--seeds 0-9] [--max-steps 1200] [--val-every 50]
-       [--base-only] [--out runs/copy_probe] [--set key=value ...]
+       [--base-only] [--no-stop] [--out runs/copy_probe] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def seed_list(text: str) -> list[int]:
 
 
 def probe_seed(config: str, overrides: list[str], seed: int, out: Path, max_steps: int, val_every: int,
-               base_only: bool = False) -> dict:
+               base_only: bool = False, no_stop: bool = False) -> dict:
     from atommem.trainer.inputs import model_path_of
     from atommem.trainer.pretrain import base_corpus, pretrain_base
     from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher
@@ -60,17 +61,20 @@ def probe_seed(config: str, overrides: list[str], seed: int, out: Path, max_step
         return result
     _, refs, val_refs = collect_teacher(cfg)
     sft = SFTTrainer(cfg, str(start), SFTData(refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs), logger, mix=corpus)
-    curve, formed_at = [], None
+    curve, decisions, formed_at = [], [], None
     try:
-        while sft.step < max_steps and formed_at is None:
+        while sft.step < max_steps and (formed_at is None or no_stop):
             sft.run(min(max_steps, sft.step + val_every))
             curve.append([sft.step, round(sft.validation.get(COPY_KEY, 0.0), 3)])
-            if curve[-1][1] >= COPY_FORMED:
+            decisions.append({"step": sft.step, **{k.split("/", 1)[1]: round(v, 3) for k, v in sft.validation.items()
+                                                   if k.startswith("val_full/")}})
+            if curve[-1][1] >= COPY_FORMED and formed_at is None:
                 formed_at = sft.step
     finally:
         sft.shutdown()
         logger.close()
-    return {**result, "formed_at": formed_at, "steps": sft.step, "sft_train_s": round(sft.train_seconds, 1), "curve": curve}
+    return {**result, "formed_at": formed_at, "steps": sft.step, "sft_train_s": round(sft.train_seconds, 1), "curve": curve,
+            "labels": decisions}
 
 
 def table(results: list[dict], max_steps: int) -> str:
@@ -101,6 +105,8 @@ def main() -> None:
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--out", default="runs/copy_probe")
     p.add_argument("--base-only", action="store_true", help="the base stage only: when its recall probe passes 0.9")
+    p.add_argument("--no-stop", action="store_true",
+                   help="train to --max-steps after the copy forms too (each validation's labels are in the JSON)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value (repeatable)")
     a = p.parse_args()
     out = Path(a.out)
@@ -108,7 +114,7 @@ def main() -> None:
     init_ray(cfg.cluster)
     results = []
     for seed in seed_list(a.seeds):
-        results.append(probe_seed(a.config, a.overrides, seed, out, a.max_steps, a.val_every, a.base_only))
+        results.append(probe_seed(a.config, a.overrides, seed, out, a.max_steps, a.val_every, a.base_only, a.no_stop))
         r = results[-1]
         print(f"[copy_probe] seed {seed}: recall formed at base step {r['base_formed_at']}, copy at SFT step "
               f"{r.get('formed_at', '(not run)')}", flush=True)

@@ -166,7 +166,7 @@ def _sft_trainer(tmp_path, monkeypatch, script, **sft):
     from atommem.trainer.sft import SFTData, SFTTrainer
 
     cfg = load_config("configs/tiny_cpu.yaml")
-    cfg = replace(cfg, sft=replace(cfg.sft, val_every=10, **sft))
+    cfg = replace(cfg, sft=replace(cfg.sft, **{"val_every": 10, "until_after": 0, **sft}))
     monkeypatch.setattr(learner_group, "LearnerGroup", lambda *a, **k: _ScriptedLearner(script))
     data = SFTData(["t0", "t1", "t2"], batch_size=2, val_refs=["v0"])
     return SFTTrainer(cfg, "unused", data, RunLogger(tmp_path, tensorboard=False))
@@ -180,6 +180,9 @@ def test_sft_stops_at_the_first_validation_where_every_named_decision_passes_the
     bar = dict(until_full=0.9, until_labels=["relevant/read", "answer/answer"])
     trainer = _sft_trainer(tmp_path, monkeypatch, script, **bar)
     assert trainer.run(100, until_bar=True) == 30 and trainer.stopped_by == "bar" and trainer.learner.updates == 30
+    # ...and not before sft.until_after
+    trainer = _sft_trainer(tmp_path, monkeypatch, script, until_after=31, **bar)
+    assert trainer.run(100, until_bar=True) == 40 and trainer.stopped_by == "bar"
     # the same validations without until_bar (the equal-time control trains on): no stop before the step cap
     trainer = _sft_trainer(tmp_path, monkeypatch, script, **bar)
     assert trainer.run(40) == 40 and trainer.stopped_by == "steps"

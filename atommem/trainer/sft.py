@@ -171,7 +171,7 @@ class SFTTrainer:
     def run(self, steps: int, seconds: float | None = None, until_bar: bool = False) -> int:
         """Train until step `steps` or for `seconds` of training time (validation not counted), whichever comes
         first, or until a SIGTERM/SIGINT (stopping.py) ends it after the step in flight; with `until_bar`, also at
-        the first validation that passes `sft.until_full` (`passes_bar`). Validates every `sft.val_every` steps and
+        the first validation from step `sft.until_after` on that passes `sft.until_full` (`passes_bar`). Validates every `sft.val_every` steps and
         at the end when there are held-out episodes; returns the step reached."""
         from tqdm import tqdm
 
@@ -203,7 +203,7 @@ class SFTTrainer:
                 v0 = time.monotonic()
                 self.validate()
                 val_seconds += time.monotonic() - v0
-                if until_bar and self.passes_bar():
+                if until_bar and self.step >= self.cfg.sft.until_after and self.passes_bar():
                     self.stopped_by = "bar"
         if metrics is not None and logged != self.step:  # the last step, however the loop ended
             self._log(metrics, t0)
