@@ -157,15 +157,12 @@ def _flat_config(name: str) -> dict:
 def test_the_60min_config_is_the_demo_with_more_training_only():
     """The longer run's numbers stand for the demo's task and model: the two configs may differ in training time only."""
     demo, long = _flat_config("tiny_cpu.yaml"), _flat_config("tiny_cpu_60min.yaml")
-    assert {k for k in demo if demo[k] != long[k]} == {"sft.steps", "sft.time_budget_s", "sft.until_full", "trainer.time_budget_s",
-                                                       "trainer.eval_every"}
-    assert long["sft.until_full"] is None  # the hour is trained, not cut short at the demo's bar
+    assert {k for k in demo if demo[k] != long[k]} == {"sft.steps", "sft.time_budget_s", "trainer.time_budget_s", "trainer.eval_every"}
     assert long["sft.steps"] > demo["sft.steps"] and long["trainer.time_budget_s"] > demo["trainer.time_budget_s"]
 
 
 def test_the_overwrite_config_is_the_demo_with_memagents_action_set_only():
     """Atomic vs overwrite is a comparison of action sets: same task, model, data and training budgets."""
     demo, over = _flat_config("tiny_cpu.yaml"), _flat_config("tiny_cpu_overwrite.yaml")
-    assert {k for k in demo if demo[k] != over[k]} == {"env.action_set", "sft.teacher", "sft.until_full"}
-    assert over["sft.until_full"] is None  # the bar's labels are the atomic teacher's decisions
+    assert {k for k in demo if demo[k] != over[k]} == {"env.action_set", "sft.teacher"}
     assert (over["env.action_set"], over["sft.teacher"]) == ("overwrite", "memagent-scripted")
