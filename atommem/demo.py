@@ -352,8 +352,8 @@ def _base_lines(base: dict) -> list[str]:
     return [
         "## Base stage (next-token training on the task's documents, each restated)",
         "",
-        f"{base['steps']} steps in {base['train_seconds']:.1f} s. Recall probe (the last word of a sentence of a document, after the rest of it, "
-        f"teacher-forced): {curve or 'not evaluated'}.",
+        f"{base['steps']} steps in {base['train_seconds']:.1f} s. Recall probe (the last word of a sentence of a "
+        f"document, after the rest of it, teacher-forced): {curve or 'not evaluated'}.",
         "",
     ]
 

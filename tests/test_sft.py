@@ -94,7 +94,7 @@ def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_pa
     assert [t.episode_id for t in ray_local.get(kept)] == expected
     # the held-out episodes come after the training ones in the same order, in their own dir
     assert [t.episode_id for t in read_trajectories(path / "val")] == held_out == [t.episode_id for t in ray_local.get(val)]
-    no_val = replace(cfg, sft=replace(cfg.sft, val_episodes=0, until_full=None))
+    no_val = replace(cfg, sft=replace(cfg.sft, val_episodes=0))
     assert teacher_requests(no_val, train_samples(cfg)) == teacher_requests(cfg, train_samples(cfg))[:48]
     # collected again without held-out episodes, the old ones must not stay behind to be read as these
     path, _, val = collect_teacher(no_val)
@@ -124,7 +124,7 @@ def test_the_scripted_memagent_teaches_the_overwrite_action_set(tmp_path, ray_lo
     cfg = load_config("configs/tiny_cpu_overwrite.yaml", [
         f"data.train={tmp_path / 'data/train'}", f"data.dev={tmp_path / 'data/dev'}", "data.synth.num_samples=12",
         "data.dev_samples=4", f"model.path={tmp_path / 'model'}", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
-        "model.tiny.intermediate_size=64", "sft.teacher_episodes=6", "sft.val_episodes=0", "sft.until_full=null", f"sft.data={tmp_path / 'sft'}",
+        "model.tiny.intermediate_size=64", "sft.teacher_episodes=6", "sft.val_episodes=0", f"sft.data={tmp_path / 'sft'}",
         "rollout.envs_per_worker=8",
     ])
     with pytest.raises(UserError, match="memagent-scripted"):

@@ -171,11 +171,9 @@ class SFTTrainer:
     def run(self, steps: int, seconds: float | None = None, until_bar: bool = False) -> int:
         """Train until step `steps` or for `seconds` of training time (validation not counted), whichever comes
         first, or until a SIGTERM/SIGINT (stopping.py) ends it after the step in flight; with `until_bar`, also at
-        the first validation from step `sft.until_after` on that passes `sft.until_full` (`passes_bar`). Validates every `sft.val_every` steps and
-        at the end when there are held-out episodes; returns the step reached."""
+        the first validation from step `sft.until_after` on that passes `sft.until_full` (`passes_bar`). Validates
+        every `sft.val_every` steps and at the end when there are held-out episodes; returns the step reached."""
         from tqdm import tqdm
-
-        from atommem.stopping import stop_requested
 
         t0 = time.monotonic()
         val_seconds = 0.0
@@ -183,14 +181,8 @@ class SFTTrainer:
         bar = tqdm(total=None if seconds is not None else max(0, steps - self.step), desc=self.phase, mininterval=2.0)
         metrics, logged = None, self.step
         until_bar = until_bar and self.cfg.sft.until_full is not None
-        self.stopped_by = ""
-        while not self.stopped_by:
-            if self.step >= steps:
-                self.stopped_by = "steps"
-            elif seconds is not None and time.monotonic() - t0 - val_seconds >= seconds:
-                self.stopped_by = "time"
-            elif stop_requested():
-                self.stopped_by = "signal"
+        while True:
+            self.stopped_by = self._cap_reached(steps, seconds, time.monotonic() - t0 - val_seconds)
             if self.stopped_by:
                 break
             metrics = self.learner.update_sft(self._next_batch())
@@ -205,6 +197,7 @@ class SFTTrainer:
                 val_seconds += time.monotonic() - v0
                 if until_bar and self.step >= self.cfg.sft.until_after and self.passes_bar():
                     self.stopped_by = "bar"
+                    break
         if metrics is not None and logged != self.step:  # the last step, however the loop ended
             self._log(metrics, t0)
         self.train_seconds += time.monotonic() - t0 - val_seconds
@@ -226,6 +219,16 @@ class SFTTrainer:
         self.validated_step = self.step
         self.logger.log(self.step, self.validation, phase=self.phase)
         return self.validation
+
+    def _cap_reached(self, steps: int, seconds: float | None, trained_s: float) -> str:
+        """Which cap ends run() before the next step ("steps", "time" or "signal"), or "" to go on."""
+        from atommem.stopping import stop_requested
+
+        if self.step >= steps:
+            return "steps"
+        if seconds is not None and trained_s >= seconds:
+            return "time"
+        return "signal" if stop_requested() else ""
 
     def passes_bar(self) -> bool:
         """Whether the latest validation has val_full >= `sft.until_full` on every label of `sft.until_labels`."""
