@@ -7,7 +7,8 @@ import random
 from atommem.config import load_config
 from atommem.data.schema import Document, Sample
 from atommem.env.chunking import chunk_documents, render_document
-from atommem.learner.pretrain import BASE_LABEL, BaseCorpus, restated, sentences, step_rng
+from atommem.learner.pretrain import BASE_LABEL, REPEAT_LABEL, BaseCorpus, restated, sentences, step_rng
+from atommem.trainer.pretrain import base_rows
 
 DOC = Document("notes 57", " zorp city lima . user job monk . blix pet owl .")
 
@@ -91,3 +92,29 @@ def test_whole_share_sets_how_often_the_whole_document_comes_again():
     head = render_document(3, DOC) + "\n\n"
     assert all(restated(3, DOC, random.Random(k), whole_share=1.0) == head + head for k in range(20))
     assert not any(restated(3, DOC, random.Random(k), whole_share=0.0) == head + head for k in range(20))
+
+
+def _corpus(n: int = 3) -> BaseCorpus:
+    samples = [Sample(id=f"s{i}", source="synthetic", documents=[DOC, Document("notes 4", f" kiv food pie{i} .")],
+                      questions=[]) for i in range(n)]
+    return BaseCorpus(samples, _WordTokenizer())
+
+
+def test_a_repeat_row_is_a_random_string_of_document_tokens_and_the_same_string_as_its_response():
+    corpus = _corpus()
+    rows = corpus.repeat_rows(50, random.Random(1))
+    assert all(r.label == REPEAT_LABEL and r.prompt_ids == r.response_ids + corpus.blank for r in rows)
+    assert all(8 <= len(r.response_ids) <= 40 and set(r.response_ids) <= set(corpus.vocab) for r in rows)
+    assert len({tuple(r.response_ids) for r in rows}) == 50  # drawn, not one fixed string
+    again = corpus.repeat_rows(50, random.Random(1))
+    assert [r.response_ids for r in again] == [r.response_ids for r in rows]
+
+
+def test_the_base_stage_repeats_random_strings_for_its_first_steps_then_restates_documents():
+    cfg = load_config("configs/tiny_cpu.yaml", ["pretrain.repeat_steps=2", "pretrain.batch_size=4"])
+    corpus = _corpus()
+    labels = [{r.label for r in base_rows(cfg, corpus, step)} for step in range(4)]
+    assert labels == [{REPEAT_LABEL}, {REPEAT_LABEL}, {BASE_LABEL}, {BASE_LABEL}]
+    assert [r.response_ids for r in base_rows(cfg, corpus, 1)] == [r.response_ids for r in base_rows(cfg, corpus, 1)]
+    off = load_config("configs/tiny_cpu.yaml", ["pretrain.repeat_steps=0", "pretrain.batch_size=4"])
+    assert {r.label for r in base_rows(off, corpus, 0)} == {BASE_LABEL}

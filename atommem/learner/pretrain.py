@@ -22,6 +22,7 @@ from atommem.env.chunking import render_document, tokenize
 from atommem.learner.sft import SFTRow
 
 BASE_LABEL = "base/restate"  # the training rows' label
+REPEAT_LABEL = "base/repeat"  # the first steps' rows (`pretrain.repeat_steps`)
 RECALL_LABEL = "base/recall"  # the probe rows' label: validation reports val_full/base/recall
 _SENTENCE = re.compile(r"[^.]*\.|[^.]+$")  # up to and including each period (a synthetic fact line is " e a v .")
 
@@ -51,6 +52,8 @@ class BaseCorpus:
         if not self.documents:
             raise ValueError("the base stage needs training documents, got none")
         self.tokenizer, self.whole_share = tokenizer, whole_share
+        self.vocab = sorted({t for _, d in self.documents for t in tokenize(d.text, tokenizer)})
+        self.blank = tokenize("\n\n", tokenizer)
 
     def rows(self, count: int, rng: random.Random) -> list[SFTRow]:
         out = []
@@ -58,6 +61,17 @@ class BaseCorpus:
             index, document = self.documents[rng.randrange(len(self.documents))]
             ids = tokenize(restated(index, document, rng, self.whole_share), self.tokenizer)
             out.append(SFTRow(ids[:1], ids[1:], BASE_LABEL))
+        return out
+
+    def repeat_rows(self, count: int, rng: random.Random, length: tuple[int, int] = (8, 40)) -> list[SFTRow]:
+        """Strings of the documents' tokens drawn at random, a blank line, then the same string again (the
+        response: the loss is on the repeat only). Nothing but copying predicts it, and no statistic of the task
+        competes for the loss: the base stage starts on these so that the task's text then forms its copying
+        heads at every seed (bench/copy_probe.py; docs/experiments)."""
+        out = []
+        for _ in range(count):
+            ids = [rng.choice(self.vocab) for _ in range(rng.randint(*length))]
+            out.append(SFTRow(ids + self.blank, ids, REPEAT_LABEL))
         return out
 
     def recall_rows(self, count: int, rng: random.Random) -> list[SFTRow]:

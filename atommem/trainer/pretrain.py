@@ -42,11 +42,19 @@ def row_refs(rows: list, ranks: int) -> list:
     return [ray.put(rows[r::ranks]) for r in range(ranks) if rows[r::ranks]]
 
 
+def base_rows(cfg: Config, corpus: BaseCorpus, step: int) -> list:
+    """The sequences of base step `step` (from 0): random strings repeated for the first `pretrain.repeat_steps`,
+    the task's restated documents after; the same (seed, step) draws the same."""
+    draw = corpus.repeat_rows if step < cfg.pretrain.repeat_steps else corpus.rows
+    return draw(cfg.pretrain.batch_size, step_rng(cfg.trainer.seed, "base", step))
+
+
 RECALL_PROBE_ROWS = 128  # rows of the recall probe: a 95% interval of about +-0.05 at 0.9
 
 
 class BaseStage:
     """Up to `pretrain.steps` steps of `pretrain.batch_size` sequences on the learner group (SFT's learner settings),
+    random strings repeated for the first `pretrain.repeat_steps`, the task's restated documents after,
     scoring the recall probe every `pretrain.eval_every` steps; with `pretrain.until_recall` it stops once the probe
     is that good (the copy has formed: more steps would only cost time)."""
 
@@ -71,7 +79,7 @@ class BaseStage:
         eval_seconds = 0.0
         bar = tqdm(total=p.steps, desc="base", mininterval=2.0)
         while self.step < p.steps and not stop_requested():
-            rows = self.corpus.rows(p.batch_size, step_rng(self.cfg.trainer.seed, "base", self.step))
+            rows = base_rows(self.cfg, self.corpus, self.step)
             metrics = self.learner.update_sft(row_refs(rows, self.cfg.learner.num_learners))
             self.step += 1
             bar.update(1)
