@@ -237,7 +237,7 @@ class PretrainConfig:
     batch_size: int = 32  # sequences per step, each a training document and its restatement
     lr: float = 2.0e-3  # learning rate of the base stage (constant)
     whole_share: float = 0.5  # share of sequences that restate the whole document; the others restate some of its sentences, shuffled
-    repeat_steps: int = 0  # the stage's first steps train on random strings of the documents' tokens, each repeated (loss on the repeat): then the task's text forms the copy at every seed probed, by step 600-800 of 800, where text alone formed it at one seed in three (docs/experiments)
+    repeat_steps: int = 0  # the stage's first steps train on random strings of the documents' tokens, each repeated (loss on the repeat only), before the task's restated documents: nothing but copying predicts them
     mix_rows: int = 0  # base-stage sequences added to every SFT step (and the control's), so SFT keeps the copy it starts with
     eval_every: int = 100  # steps between evaluations of the recall probe (a document, then one of its sentences up to its last word: that word is right only by copying it, as an add copies a fact's value), logged as val_full/base/recall
     until_recall: Optional[float] = None  # stop the stage once the recall probe is at least this (e.g. 0.9); steps stays the cap. None: always run every step
