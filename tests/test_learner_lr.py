@@ -58,3 +58,12 @@ def test_sft_hold_steps_reach_the_supervised_stages_learner_only():
 
     cfg = load_config(overrides=["sft.lr_schedule=cosine", "sft.hold_steps=30"])
     assert sft_learner_config(cfg).learner.hold_steps == 30 and cfg.learner.hold_steps == 0
+
+
+def test_the_base_stage_keeps_a_constant_lr_under_sfts_cosine():
+    from atommem.config import load_config
+    from atommem.trainer.pretrain import base_learner_config
+
+    cfg = load_config(overrides=["sft.lr_schedule=cosine", "sft.hold_steps=30", "sft.learner_cpus=2", "sft.zero_stage=0"])
+    base = base_learner_config(cfg).learner
+    assert (base.lr_schedule, base.hold_steps, base.num_cpus, base.zero_stage) == ("constant", 0, 2, 0)

@@ -27,6 +27,14 @@ def sft_learner_config(cfg: Config) -> Config:
     return replace(cfg, learner=replace(cfg.learner, **changes)) if changes else cfg
 
 
+def base_learner_config(cfg: Config) -> Config:
+    """SFT's learner (its CPUs, ZeRO stage) at a constant lr for the base stage: it stops on its recall probe, so
+    a decay over its step cap would cut the lr of a slow seed still forming its copy. `sft.lr_schedule` is SFT's
+    own (a cosine over it slowed seed 3's recall from 0.9 by step 700 to 0.6 at 1600)."""
+    cfg = sft_learner_config(cfg)
+    return replace(cfg, learner=replace(cfg.learner, lr_schedule="constant", hold_steps=0))
+
+
 def base_corpus(cfg: Config, model_path: str) -> BaseCorpus:
     """The training split's documents in the policy's tokens."""
     from atommem.models.loading import load_tokenizer
@@ -62,7 +70,7 @@ class BaseStage:
         from atommem.learner.learner_group import LearnerGroup
 
         self.cfg, self.corpus, self.logger = cfg, corpus, logger
-        self.learner = LearnerGroup(sft_learner_config(cfg), model_path, stage="base")
+        self.learner = LearnerGroup(base_learner_config(cfg), model_path, stage="base")
         probe = corpus.recall_rows(RECALL_PROBE_ROWS, step_rng(cfg.trainer.seed, "recall", 0))
         self.probe_refs = row_refs(probe, cfg.learner.num_learners)
         self.step = 0
