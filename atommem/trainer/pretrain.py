@@ -17,8 +17,8 @@ from atommem.tracking import RunLogger
 
 
 def sft_learner_config(cfg: Config) -> Config:
-    """`cfg` with the learner of the supervised stages (base and SFT): `sft.*`'s own CPUs, ZeRO stage and lr
-    schedule where set. SFT has the machine to itself, so it may use more threads than a learner sharing the
+    """`cfg` with SFT's learner: `sft.*`'s own CPUs, ZeRO stage and lr schedule where set (the base stage takes
+    the CPUs and ZeRO stage, `base_learner_config`). SFT has the machine to itself, so it may use more threads than a learner sharing the
     CPUs with engines and env runners in GRPO, and a single CPU rank gains nothing from ZeRO-3's partitioning
     but pays for its hooks."""
     changes = {"num_cpus": cfg.sft.learner_cpus, "zero_stage": cfg.sft.zero_stage, "lr_schedule": cfg.sft.lr_schedule,
