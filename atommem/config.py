@@ -251,6 +251,7 @@ class SFTConfig:
     lr: float = 1e-5  # SFT learning rate
     batch_size: int = 32  # teacher trajectories per step (each of their turns is a row)
     min_reward: float = 0.5  # keep teacher trajectories at or above this reward
+    first_token_weight: float = 1.0  # loss weight of a teacher turn's first response token, its operation (read, add, update, none...), against 1 for every other token: the decision is one token of a turn where an add's copy is seven
     teacher: Literal["oracle", "memagent-scripted", "openai"] = "oracle"  # who plays the SFT episodes: the scripted oracle (teacher_* below), the scripted MemAgent workflow (the teacher of env.action_set: overwrite), or a model behind engine.kind: openai
     teacher_episodes: int = 1000  # teacher episodes to collect
     teacher_workers: int = 0  # EnvRunners playing the teacher episodes (a scripted teacher is CPU-bound: one per core); 0 = rollout.num_workers

@@ -36,13 +36,13 @@ def stage0(ray_local, tmp_path_factory):
     group.shutdown()
 
 
-def reference_sft_grad_norm(model_dir, trajectories, ready=()):
+def reference_sft_grad_norm(model_dir, trajectories, ready=(), first_token_weight=1.0):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    mb = collate(sft_rows(trajectories, 0.0) + list(ready))
+    mb = collate(sft_rows(trajectories, 0.0, first_token_weight) + list(ready))
     logp, _ = token_logprobs(model, mb)
-    sft_loss(logp, mb.response_mask).backward()
+    sft_loss(logp, mb.loss_weights).backward()
     return math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in model.parameters() if p.grad is not None))
 
 
@@ -78,6 +78,27 @@ def test_ready_rows_of_the_base_stage_train_beside_trajectories(stage0):
     assert sft["rows"] == len(sft_rows(trajs, 0.0)) + 2
     assert sft["grad_norm"] == pytest.approx(reference_sft_grad_norm(tmp, trajs, ready), rel=1e-3)
     assert sft["grad_norm"] != pytest.approx(reference_sft_grad_norm(tmp, trajs), rel=1e-3)
+
+
+def test_sft_first_token_weight_enters_the_learners_loss(stage0):
+    """sft.first_token_weight weighs the first response token of the trajectories' rows (not the ready rows) in
+    the learner's loss: its gradient is plain torch's on that weighted loss, not on the unweighted one."""
+    import ray
+    from dataclasses import replace
+
+    from atommem.learner.learner_group import LearnerGroup
+    from atommem.learner.sft import SFTRow
+
+    _, model_dir, cfg, vocab = stage0
+    weighted = LearnerGroup(replace(cfg, sft=replace(cfg.sft, first_token_weight=5.0)), model_dir, stage="sft")
+    try:
+        trajs = make_trajectories(vocab, seed=8)
+        ready = [SFTRow([3], [5, 6, 7, 5], "base/restate")]
+        sft = weighted.update_sft([ray.put(t) for t in trajs] + [ray.put(ready)])
+    finally:
+        weighted.shutdown()
+    assert sft["grad_norm"] == pytest.approx(reference_sft_grad_norm(model_dir, trajs, ready, 5.0), rel=1e-3)
+    assert sft["grad_norm"] != pytest.approx(reference_sft_grad_norm(model_dir, trajs, ready), rel=1e-3)
 
 
 def test_a_checkpoint_lists_its_rank_files_and_a_torn_one_is_refused(stage0, tmp_path):

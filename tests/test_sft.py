@@ -63,6 +63,18 @@ def test_loss_is_response_token_mean_nll():
     assert sft_loss(logp, mb.response_mask, num_tokens=6).item() == pytest.approx(loss.item() / 2)
 
 
+def test_a_first_token_weight_weighs_each_teacher_rows_operation_in_the_loss():
+    rows = sft_rows([traj(1.0, [([1, 2], [3, 4, 5]), ([6], [7])])], min_reward=0.5, first_token_weight=4.0)
+    mb = collate(rows + [SFTRow([8], [9, 9])])  # a ready row (the base stage's) keeps weight 1
+    # Left-padded to the longest response (3): the first response token of each row sits at width - len.
+    assert mb.response_mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
+    assert mb.loss_weights.tolist() == [[4, 1, 1], [0, 0, 4], [0, 1, 1]]
+    logp = torch.log(torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 0.25], [1.0, 0.5, 0.5]]))
+    weighted = -(4 * math.log(0.5) + 2 * math.log(0.5) + 4 * math.log(0.25) + 2 * math.log(0.5)) / 12
+    assert sft_loss(logp, mb.loss_weights).item() == pytest.approx(weighted)
+    assert collate(sft_rows([traj(1.0, [([1], [2, 3])])], 0.5)).token_weights is None  # weight 1: the plain mask
+
+
 def test_teacher_data_is_written_in_request_order_whatever_finishes_first(tmp_path, ray_local, monkeypatch):
     """Two runners finish episodes out of order; the SFT data (and so SFT's seeded batches) must not follow that."""
     import atommem.rollout.env_runner_group as runner_group

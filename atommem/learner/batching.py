@@ -29,6 +29,11 @@ class MicroBatch:
     response_mask: torch.Tensor  # (B, W) float, 1 on response targets among the last W
     behaviour_logprobs: torch.Tensor  # (B, W) engine logprobs on response targets, 0 elsewhere
     advantages: torch.Tensor  # (B,)
+    token_weights: torch.Tensor | None = None  # (B, W) SFT loss weight per response target; None: response_mask
+
+    @property
+    def loss_weights(self) -> torch.Tensor:
+        return self.response_mask if self.token_weights is None else self.token_weights
 
     @property
     def num_rows(self) -> int:
@@ -63,7 +68,8 @@ def pack_micro_batches(rows: Sequence[Row], micro_batch_tokens: int) -> list[lis
 
 
 def collate(rows: Sequence[Row], pad_id: int = 0) -> MicroBatch:
-    """Left-pad rows into one MicroBatch (behaviour logprobs from `row.old_logprobs` when present)."""
+    """Left-pad rows into one MicroBatch (behaviour logprobs from `row.old_logprobs` when present, the first
+    response token's loss weight from `row.first_token_weight`)."""
     length = max(row_length(r) for r in rows)
     width = max(1, max(len(r.response_ids) for r in rows))  # >= 1: the model reads 0 logits to keep as "all"
     b = len(rows)
@@ -73,6 +79,8 @@ def collate(rows: Sequence[Row], pad_id: int = 0) -> MicroBatch:
     response_mask = torch.zeros((b, width), dtype=torch.float32)
     behaviour = torch.zeros((b, width), dtype=torch.float32)
     advantages = torch.zeros(b, dtype=torch.float32)
+    first_weights = [float(getattr(r, "first_token_weight", 1.0)) for r in rows]
+    token_weights = torch.zeros((b, width), dtype=torch.float32) if any(w != 1.0 for w in first_weights) else None
     for i, r in enumerate(rows):
         n, k = row_length(r), len(r.response_ids)
         if not r.prompt_ids:
@@ -81,11 +89,14 @@ def collate(rows: Sequence[Row], pad_id: int = 0) -> MicroBatch:
         attention_mask[i, length - n :] = 1
         position_ids[i, length - n :] = torch.arange(n)
         response_mask[i, width - k :] = 1.0
+        if token_weights is not None:
+            token_weights[i, width - k :] = 1.0
+            token_weights[i, width - k] = first_weights[i]
         old = getattr(r, "old_logprobs", None)
         if old is not None:
             behaviour[i, width - k :] = torch.tensor(old, dtype=torch.float32)
         advantages[i] = float(getattr(r, "advantage", 0.0))
-    return MicroBatch(input_ids, attention_mask, position_ids, response_mask, behaviour, advantages)
+    return MicroBatch(input_ids, attention_mask, position_ids, response_mask, behaviour, advantages, token_weights)
 
 
 def _tail_logits(model, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -204,7 +204,7 @@ class LearnerWorker:
         return t.tolist()
 
     def _to_device(self, mb: MicroBatch) -> MicroBatch:
-        return MicroBatch(*(getattr(mb, f.name).to(self.device) for f in dataclasses.fields(mb)))
+        return MicroBatch(*(None if (x := getattr(mb, f.name)) is None else x.to(self.device) for f in dataclasses.fields(mb)))
 
     def _micro_batches(self, rows: Sequence[Any]) -> tuple[list[MicroBatch], list[list[Any]]]:
         """Packed micro-batches, padded with empty ones to the count of the rank that has the most, and the
@@ -325,11 +325,11 @@ class LearnerWorker:
         rows = self._sft_rows(refs)
         micro_batches, packs = self._micro_batches(rows)
         real = len(packs)
-        (total_tokens,) = self._all_reduce([sum(mb.response_tokens for mb in micro_batches[:real])])
+        (total_weight,) = self._all_reduce([sum(float(mb.loss_weights.sum()) for mb in micro_batches[:real])])
 
         def loss_fn(i: int, mb: MicroBatch):
             logp, _ = token_logprobs(self.engine, mb)
-            loss = sft_loss(logp, mb.response_mask, num_tokens=max(total_tokens, 1.0))
+            loss = sft_loss(logp, mb.loss_weights, num_tokens=max(total_weight, 1.0))
             return loss, {"nll": float(-(logp.detach() * mb.response_mask).sum() / mb.response_mask.sum().clamp(min=1))}
 
         metrics = self._optimizer_step(micro_batches, real, loss_fn)
@@ -341,7 +341,8 @@ class LearnerWorker:
     def _sft_rows(self, refs: Sequence[Any]) -> list[SFTRow]:
         items = [x for obj in self._fetch(refs) for x in (obj if isinstance(obj, list) else [obj])]
         ready = [x for x in items if isinstance(x, SFTRow)]
-        return sft_rows([x for x in items if not isinstance(x, SFTRow)], self.cfg.sft.min_reward) + ready
+        trajectories = [x for x in items if not isinstance(x, SFTRow)]
+        return sft_rows(trajectories, self.cfg.sft.min_reward, self.cfg.sft.first_token_weight) + ready
 
     def score_sft(self, refs: Sequence[Any]) -> list[RowScore]:
         """Teacher-forced scores of this rank's validation refs (as in update_sft), without an update."""

@@ -22,14 +22,16 @@ class SFTRow:
     prompt_ids: list[int]
     response_ids: list[int]
     label: str = ""  # "<turn state>/<teacher's first action kind>", what validation groups by
+    first_token_weight: float = 1.0  # loss weight of the first response token (a teacher turn's operation)
 
     def loss_mask(self) -> list[int]:
         """1 on response tokens, 0 on prompt tokens (aligned with prompt_ids + response_ids)."""
         return [0] * len(self.prompt_ids) + [1] * len(self.response_ids)
 
 
-def sft_rows(trajectories: Sequence[Trajectory], min_reward: float = 0.5) -> list[SFTRow]:
-    """One row per non-empty turn of every trajectory whose reward is at least `min_reward`."""
+def sft_rows(trajectories: Sequence[Trajectory], min_reward: float = 0.5, first_token_weight: float = 1.0) -> list[SFTRow]:
+    """One row per non-empty turn of every trajectory whose reward is at least `min_reward`, its first response
+    token (the operation) weighted `first_token_weight` in the loss."""
     rows = []
     for traj in trajectories:
         if traj.reward < min_reward:
@@ -37,7 +39,7 @@ def sft_rows(trajectories: Sequence[Trajectory], min_reward: float = 0.5) -> lis
         for turn in traj.turns:
             if not turn.prompt_ids or not turn.response_ids:
                 continue
-            rows.append(SFTRow(list(turn.prompt_ids), list(turn.response_ids), row_label(turn)))
+            rows.append(SFTRow(list(turn.prompt_ids), list(turn.response_ids), row_label(turn), first_token_weight))
     return rows
 
 
@@ -74,7 +76,8 @@ def validation_metrics(scores: Sequence[RowScore]) -> dict[str, float]:
 
 
 def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None) -> torch.Tensor:
-    """Negative log-likelihood summed over masked (response) tokens / `num_tokens` (default: mask.sum())."""
+    """Negative log-likelihood summed over masked (response) tokens / `num_tokens` (default: mask.sum()); a
+    float mask weighs each token (`MicroBatch.token_weights`), and `num_tokens` is then the weights' sum."""
     mask = mask.to(logprobs.dtype)
     denom = float(num_tokens) if num_tokens is not None else float(mask.sum().clamp(min=1.0))
     return -(logprobs * mask).sum() / denom
