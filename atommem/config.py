@@ -275,6 +275,8 @@ class SFTConfig:
     def __post_init__(self):
         if self.teacher_workers < 0:
             raise ConfigError(f"sft.teacher_workers must be >= 0 (0 = rollout.num_workers), got {self.teacher_workers}")
+        if self.first_token_weight <= 0:
+            raise ConfigError(f"sft.first_token_weight must be > 0 (1 = every response token alike), got {self.first_token_weight}")
         if self.until_full is not None and not (self.until_labels and self.val_episodes > 0 and self.val_every > 0):
             raise ConfigError("sft.until_full needs the labels it waits for (sft.until_labels) and validations to "
                               "read them on: set sft.val_episodes and sft.val_every > 0, or drop sft.until_full")

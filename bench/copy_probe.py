@@ -9,12 +9,14 @@ right, teacher-forced) is >= 0.9, the sweep table's rule. A seed stops there or 
 stage's own probe (`val_full/base/recall`: the last word of a sentence of a document, after the rest of it, every
 `pretrain.eval_every` steps) is reported the same way; `--base-only` stops after the base stage. Seeds vary as in
 `atommem demo --seeds` (trainer.seed and the tiny model's initialisation, atommem/sweep.py). No GRPO, no
-evaluation: a fraction of a demo's time per seed.
+evaluation: a fraction of a demo's time per seed. `--from-run DIR` starts each seed's SFT from what a sweep (or
+an earlier probe) left in DIR/seed-S: its base-stage model and its teacher episodes, so that an SFT setting is
+compared on the same base model and data (no base stage, no teacher episodes).
 
 Prints one JSON object (per seed: the steps, the training seconds, the curves) and writes it with a Markdown
 table to `--out`.
 Usage: python bench/copy_probe.py [--config configs/tiny_cpu.yaml] [--seeds 0-9] [--max-steps 1200] [--val-every 50]
-       [--base-only] [--no-stop] [--out runs/copy_probe] [--set key=value ...]
+       [--base-only] [--no-stop] [--from-run DIR] [--out runs/copy_probe] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def seed_list(text: str) -> list[int]:
 
 
 def probe_seed(config: str, overrides: list[str], seed: int, out: Path, max_steps: int, val_every: int,
-               base_only: bool = False, no_stop: bool = False) -> dict:
+               base_only: bool = False, no_stop: bool = False, from_run: Path | None = None) -> dict:
+    from atommem.errors import UserError
     from atommem.trainer.inputs import model_path_of
     from atommem.trainer.pretrain import base_corpus, pretrain_base
     from atommem.trainer.sft import SFTData, SFTTrainer, collect_teacher
@@ -49,18 +52,29 @@ def probe_seed(config: str, overrides: list[str], seed: int, out: Path, max_step
     run_dir = out / f"seed-{seed}"
     cfg = load_config(config, [*seed_overrides(config, tuple(overrides), seed), f"trainer.run_dir={run_dir}"])
     cfg = replace(cfg, sft=replace(cfg.sft, data=str(run_dir / "sft_data"), val_every=val_every))
-    model_path = model_path_of(cfg)
     logger = RunLogger(run_dir, cfg, tensorboard=False)
-    corpus = base_corpus(cfg, model_path) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
-    start, base = pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus)
-    formed = [step for step, recall in base.get("recall", []) if recall >= COPY_FORMED]
-    result = {"seed": seed, "base_steps": base.get("steps", 0), "base_train_s": base.get("train_seconds", 0.0),
-              "base_recall": [[s, round(r, 3)] for s, r in base.get("recall", [])], "base_formed_at": formed[0] if formed else None}
-    if base_only:
-        logger.close()
-        return result
-    _, refs, val_refs = collect_teacher(cfg)
-    sft = SFTTrainer(cfg, str(start), SFTData(refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs), logger, mix=corpus)
+    if from_run is not None:
+        start, data = from_run / f"seed-{seed}" / "base" / "model", from_run / f"seed-{seed}" / "sft_data"
+        if not (start / "config.json").is_file() or not data.is_dir():
+            raise UserError(f"--from-run: {from_run / f'seed-{seed}'} has no base-stage model (base/model) or teacher "
+                            "episodes (sft_data): give a sweep's or a probe's run dir that ran this seed")
+        corpus = base_corpus(cfg, str(start)) if cfg.pretrain.mix_rows > 0 else None
+        result = {"seed": seed, "from_run": str(from_run), "base_steps": 0, "base_train_s": 0.0, "base_recall": [],
+                  "base_formed_at": None}
+        sft_data = SFTData.from_path(data, cfg.sft.batch_size, cfg.trainer.seed)
+    else:
+        model_path = model_path_of(cfg)
+        corpus = base_corpus(cfg, model_path) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
+        start, base = pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus)
+        formed = [step for step, recall in base.get("recall", []) if recall >= COPY_FORMED]
+        result = {"seed": seed, "base_steps": base.get("steps", 0), "base_train_s": base.get("train_seconds", 0.0),
+                  "base_recall": [[s, round(r, 3)] for s, r in base.get("recall", [])], "base_formed_at": formed[0] if formed else None}
+        if base_only:
+            logger.close()
+            return result
+        _, refs, val_refs = collect_teacher(cfg)
+        sft_data = SFTData(refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs)
+    sft = SFTTrainer(cfg, str(start), sft_data, logger, mix=corpus)
     curve, decisions, formed_at = [], [], None
     try:
         while sft.step < max_steps and (formed_at is None or no_stop):
@@ -86,7 +100,8 @@ def table(results: list[dict], max_steps: int) -> str:
              + (" copy formed at SFT step | SFT s |" if sft else ""),
              "|---|---|---|---|" + ("---|---|" if sft else "")]
     for r in results:
-        row = f"| {r['seed']} | {step(r, 'base_formed_at', r['base_steps'])} | {r['base_steps']} | {r['base_train_s']} |"
+        base = f"{r['from_run']}'s" if r.get("from_run") else step(r, "base_formed_at", r["base_steps"])
+        row = f"| {r['seed']} | {base} | {r['base_steps']} | {r['base_train_s']} |"
         lines.append(row + (f" {step(r, 'formed_at', max_steps)} | {r['sft_train_s']} |" if sft else ""))
     key = "formed_at" if sft else "base_formed_at"
     formed = [r[key] for r in results if r.get(key) is not None]
@@ -107,18 +122,24 @@ def main() -> None:
     p.add_argument("--base-only", action="store_true", help="the base stage only: when its recall probe passes 0.9")
     p.add_argument("--no-stop", action="store_true",
                    help="train to --max-steps after the copy forms too (each validation's labels are in the JSON)")
+    p.add_argument("--from-run", type=Path, default=None,
+                   help="start SFT from DIR/seed-S's base-stage model and teacher episodes (a sweep's or probe's run dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value (repeatable)")
     a = p.parse_args()
+    if a.from_run is not None and a.base_only:
+        p.error("--from-run starts SFT from a run's base stage: it has no --base-only")
     out = Path(a.out)
     cfg = load_config(a.config, a.overrides)
     init_ray(cfg.cluster)
     results = []
     for seed in seed_list(a.seeds):
-        results.append(probe_seed(a.config, a.overrides, seed, out, a.max_steps, a.val_every, a.base_only, a.no_stop))
+        results.append(probe_seed(a.config, a.overrides, seed, out, a.max_steps, a.val_every, a.base_only, a.no_stop,
+                                  a.from_run))
         r = results[-1]
-        print(f"[copy_probe] seed {seed}: recall formed at base step {r['base_formed_at']}, copy at SFT step "
-              f"{r.get('formed_at', '(not run)')}", flush=True)
-    report = {"config": a.config, "overrides": a.overrides, "max_steps": a.max_steps, "val_every": a.val_every,
+        base = f"SFT from {a.from_run}'s base stage" if a.from_run else f"recall formed at base step {r['base_formed_at']}"
+        print(f"[copy_probe] seed {seed}: {base}, copy at SFT step {r.get('formed_at', '(not run)')}", flush=True)
+    report = {"config": a.config, "overrides": a.overrides, "from_run": str(a.from_run) if a.from_run else None,
+              "max_steps": a.max_steps, "val_every": a.val_every,
               "rule": f"{COPY_KEY} >= {COPY_FORMED} (SFT); val_full/base/recall >= {COPY_FORMED} (base stage)",
               "seeds": results}
     out.mkdir(parents=True, exist_ok=True)

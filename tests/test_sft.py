@@ -215,3 +215,10 @@ def test_until_full_without_labels_or_validation_is_a_config_error():
         SFTConfig(until_full=0.9, val_episodes=10, val_every=10)
     with pytest.raises(ConfigError, match="sft.val_episodes"):
         SFTConfig(until_full=0.9, until_labels=["relevant/read"])
+
+
+def test_a_first_token_weight_that_is_not_positive_is_a_config_error():
+    from atommem.config import ConfigError, SFTConfig
+
+    with pytest.raises(ConfigError, match="sft.first_token_weight must be > 0"):
+        SFTConfig(first_token_weight=0.0)
