@@ -19,7 +19,7 @@ def local_cluster_script():
 
 
 def live_pids(column: str, value: int) -> list[int]:
-    """Processes whose `ps` `column` ("sid" or "pgid") is `value` and that still run: exited ones stay zombies
+    """Processes whose `ps` `column` ("pid", "sid" or "pgid") is `value` and that still run: exited ones stay zombies
     here (PID 1 reaps none), and killpg(pgid, 0) would count a group of zombies as alive."""
     out = subprocess.run(["ps", "-eo", f"pid=,{column}=,stat="], capture_output=True, text=True).stdout
     return [int(p) for p, v, stat in (line.split() for line in out.splitlines() if line.strip())

@@ -13,6 +13,7 @@ import pytest
 from atommem.config import load_config
 from atommem.engines.base import SamplingParams
 from helpers_models import TEST_SYNTH
+from process_support import wait_until_gone
 from vllm_support import forward_check, vllm_model_dir
 
 pytest.importorskip("vllm", reason="vLLM is installed by `make` (the cpu or gpu extra)")
@@ -106,15 +107,6 @@ def test_the_engine_holds_the_learners_weights(trained):
         forward_check(model, prompt, gen, greedy=True)
 
 
-def pid_alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_a_killed_engine_restarts_and_rejoins_at_the_current_weights(trained):
     import ray
 
@@ -123,12 +115,9 @@ def test_a_killed_engine_restarts_and_rejoins_at_the_current_weights(trained):
     first = ray.get(handle.health.remote())
     start = time.monotonic()
     ray.kill(handle, no_restart=False)  # the process dies; Ray starts a new one, vLLM loads the weights on disk
-    # ray.kill returns before the process is gone: under load (the full suite) the old process served the next
-    # calls itself (a fleet CI run failed here). Only calls made after its death test the restart.
-    deadline = time.monotonic() + 60
-    while pid_alive(first["pid"]):
-        assert time.monotonic() < deadline, f"the killed engine's process {first['pid']} is still alive after 60 s"
-        time.sleep(0.1)
+    # ray.kill returns before the process is gone: under load (the full suite) the old process may still answer
+    # the next calls (a CI run failed here, likely so). Only calls made after its death test the restart.
+    assert not wait_until_gone("pid", first["pid"], 60), f"the killed engine's process {first['pid']} is alive after 60 s"
     # generate is retried on the new process, which holds it until the fleet has re-sent the current weights
     gens = greedy(handle, PROMPTS)
     rejoined_s = time.monotonic() - start
