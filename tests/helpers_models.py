@@ -16,6 +16,9 @@ from atommem.models.tiny import build_tiny_model, synthetic_corpus
 
 _BUILT: dict[tuple[int, int], Path] = {}
 TEST_SYNTH = SynthConfig(name_vocab=60)
+# The learner a GPU config runs: ZeRO-3 with a KL reference model. Tests of GRPO runs built on configs/tiny_cpu.yaml
+# set it, as that demo trains its one CPU rank with neither.
+ZERO3_WITH_REFERENCE = ["learner.zero_stage=3", "grpo.kl_coef=0.02"]
 
 
 def tiny_test_config(hidden: int = 32, layers: int = 2) -> TinyModelConfig:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from atommem.checkpoints import CRASH_ENV, MANIFEST, verify, weights_digest
-from helpers_models import TEST_SYNTH, make_tiny_model_dir
+from helpers_models import TEST_SYNTH, ZERO3_WITH_REFERENCE, make_tiny_model_dir
 from process_support import wait_until_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -96,7 +96,7 @@ def setup(tmp_path_factory):
         # rewards that differ within a group (format errors cost) and an entropy bonus: every step moves the weights
         "env.format_penalty=0.05", "grpo.entropy_coef=0.01", "grpo.lr=1e-2",
         "rollout.envs_per_worker=4", "rollout.num_workers=1", "rollout.min_workers=1", "rollout.max_workers=1",
-        "rollout.num_cpus_per_worker=0.5", f"engine.num_engines={ENGINES}", "engine.num_cpus=0.5", "learner.num_cpus=1",
+        "rollout.num_cpus_per_worker=0.5", f"engine.num_engines={ENGINES}", "engine.num_cpus=0.5", "learner.num_cpus=1", *ZERO3_WITH_REFERENCE,
         "cluster.num_cpus=3",
     ]
     # the reference: the same run, never interrupted (it also prepares the data the others read)

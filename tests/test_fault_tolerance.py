@@ -21,7 +21,7 @@ import pytest
 from atommem.config import load_config
 from atommem.engines.base import Generation
 from atommem.rollout.records import TrajectorySummary
-from helpers_models import TEST_SYNTH, make_tiny_model_dir
+from helpers_models import TEST_SYNTH, ZERO3_WITH_REFERENCE, make_tiny_model_dir
 from test_learner_group import make_trajectories
 from vllm_support import forward_check
 
@@ -52,7 +52,7 @@ def trainer(tmp_path_factory):
         # rewards that differ within a group (format errors cost) and an entropy bonus: every step moves the weights
         "env.format_penalty=0.05", "grpo.entropy_coef=0.01", "grpo.lr=1e-2",
         "rollout.min_workers=1", "rollout.max_workers=1", "rollout.num_cpus_per_worker=0.5", "engine.num_cpus=0.5",
-        "learner.num_cpus=1", "cluster.num_cpus=4",
+        "learner.num_cpus=1", *ZERO3_WITH_REFERENCE, "cluster.num_cpus=4",
     ])
     init_ray(cfg.cluster)
     logger = RunLogger(cfg.trainer.run_dir, cfg, tensorboard=False)

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from atommem.config import load_config
-from helpers_models import TEST_SYNTH, make_tiny_model_dir
+from helpers_models import TEST_SYNTH, ZERO3_WITH_REFERENCE, make_tiny_model_dir
 
 pytestmark = pytest.mark.ray
 
@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
         # 4 episodes per step, 3 per runner: the queue grows a second runner; idle ones retire at once
         "rollout.envs_per_worker=2", "rollout.num_workers=1", "rollout.min_workers=1", "rollout.max_workers=2",
         "rollout.scale_up_pending_per_worker=0", "rollout.scale_down_idle_s=0.0", "rollout.num_cpus_per_worker=0.25",
-        "engine.num_cpus=0.5", "learner.num_cpus=1", "cluster.num_cpus=3",
+        "engine.num_cpus=0.5", "learner.num_cpus=1", *ZERO3_WITH_REFERENCE, "cluster.num_cpus=3",
     ]
     cfg = load_config("configs/tiny_cpu.yaml", overrides)
     seen = {"real": {}, "weights": {}, "played": []}

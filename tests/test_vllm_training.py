@@ -12,7 +12,7 @@ import pytest
 
 from atommem.config import load_config
 from atommem.engines.base import SamplingParams
-from helpers_models import TEST_SYNTH
+from helpers_models import TEST_SYNTH, ZERO3_WITH_REFERENCE
 from process_support import wait_until_gone
 from vllm_support import forward_check, vllm_model_dir
 
@@ -46,7 +46,7 @@ def trained(tmp_path_factory):
         "env.format_penalty=0.05", "grpo.entropy_coef=0.01", "grpo.lr=1e-2",
         "engine.kind=vllm", "engine.enforce_eager=true", "engine.num_cpus=0.5", "engine.max_batch_size=16",
         "rollout.envs_per_worker=4", "rollout.num_workers=1", "rollout.min_workers=1", "rollout.max_workers=1",
-        "rollout.num_cpus_per_worker=0.25", "learner.num_cpus=1", "cluster.num_cpus=3",
+        "rollout.num_cpus_per_worker=0.25", "learner.num_cpus=1", *ZERO3_WITH_REFERENCE, "cluster.num_cpus=3",
     ]
     cfg = load_config("configs/tiny_cpu.yaml", overrides)
     logger = RunLogger(cfg.trainer.run_dir, cfg, tensorboard=False)
