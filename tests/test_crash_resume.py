@@ -96,8 +96,8 @@ def setup(tmp_path_factory):
         # rewards that differ within a group (format errors cost) and an entropy bonus: every step moves the weights
         "env.format_penalty=0.05", "grpo.entropy_coef=0.01", "grpo.lr=1e-2",
         "rollout.envs_per_worker=4", "rollout.num_workers=1", "rollout.min_workers=1", "rollout.max_workers=1",
-        "rollout.num_cpus_per_worker=0.5", f"engine.num_engines={ENGINES}", "engine.num_cpus=0.5", "learner.num_cpus=1", *ZERO3_WITH_REFERENCE,
-        "cluster.num_cpus=3",
+        "rollout.num_cpus_per_worker=0.5", f"engine.num_engines={ENGINES}", "engine.num_cpus=0.5", "learner.num_cpus=1",
+        *ZERO3_WITH_REFERENCE, "cluster.num_cpus=3",
     ]
     # the reference: the same run, never interrupted (it also prepares the data the others read)
     straight = Run(tmp, [*overrides, f"trainer.run_dir={tmp / 'straight'}", "trainer.keep_checkpoints=0"], "0-straight",
