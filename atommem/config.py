@@ -44,6 +44,7 @@ class MemoryConfig:
     render_budget_tokens: int = 4096  # token budget of the rendered retrieval block
     max_entries: Optional[int] = None  # long-term entries an episode may hold; an add beyond is an action error (None = unbounded)
     tie_margin: float = 0.0  # retrieval scores within this margin of their group's best count as equal; equal scores go to the older entry (lower id)
+    min_score: Optional[float] = None  # a read leaves out entries whose cosine score with the query is below this (None: it shows the top_k whatever they score)
 
 
 @dataclass

@@ -167,3 +167,17 @@ def test_tie_margin_ranks_a_stale_duplicate_above_its_newer_copy():
     assert [e.text for e, _ in s.search(a)] == ["b", "a"]  # 0.99 vs 1.0: within the margin, older first
     s.tie_margin = 0.001
     assert [e.text for e, _ in s.search(a)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("tie_margin", [0.0, 0.15])
+def test_min_score_leaves_out_entries_of_other_keys(tie_margin):
+    # The demo's reads: an entry of the queried key scores ~0.8, the user's other attributes ~0.37 (the shared
+    # subject word), so a floor between them makes a read of a new key come back empty.
+    s = MemoryStore(dim=256, top_k=1, tie_margin=tie_margin, min_score=0.6)
+    add(s, "user food stew")
+    assert search(s, "user pet") == []
+    add(s, "user pet cat")
+    assert search(s, "user pet") == ["user pet cat"]
+    assert search(s, "user food", k=2) == ["user food stew"]
+    s.min_score = None
+    assert search(s, "user food", k=2) == ["user food stew", "user pet cat"]

@@ -163,6 +163,7 @@ class MemoryEnv(gym.Env):
             count_tokens=count_tokens,
             max_entries=self._mem_cfg.max_entries,
             tie_margin=self._mem_cfg.tie_margin,
+            min_score=self._mem_cfg.min_score,
         )
         self._max_read_steps = (
             cfg.max_read_steps if cfg.max_read_steps is not None else len(self._chunks) * (cfg.max_read_only_turns + 1)

@@ -48,6 +48,7 @@ class MemoryStore:
         count_tokens: how `render` counts tokens (the policy's tokenizer); whitespace tokens when None.
         max_entries: capacity; `add` on a full store raises MemoryFullError (None = unbounded).
         tie_margin: scores within this margin of their group's best count as equal; equal ones go to the older entry.
+        min_score: `search` leaves out entries scoring below it (None: none left out).
     """
 
     _INITIAL_CAPACITY = 64
@@ -60,6 +61,7 @@ class MemoryStore:
         count_tokens: Callable[[str], int] | None = None,
         max_entries: int | None = None,
         tie_margin: float = 0.0,
+        min_score: float | None = None,
     ):
         if dim <= 0:
             raise ValueError(f"MemoryStore dim must be positive, got {dim}")
@@ -71,6 +73,7 @@ class MemoryStore:
         self.top_k = top_k
         self.max_entries = max_entries
         self.tie_margin = tie_margin
+        self.min_score = min_score
         self.render_budget_tokens = render_budget_tokens
         self.count_tokens = count_tokens or whitespace_token_count
         self.scratchpad = ""
@@ -147,13 +150,17 @@ class MemoryStore:
         return id in self._texts
 
     def search(self, query_embedding: np.ndarray, k: int | None = None) -> list[tuple[MemoryEntry, float]]:
-        """Top-k entries by cosine similarity, best first; ties (within `tie_margin`) go to the lower id."""
+        """Top-k entries by cosine similarity, best first, none below `min_score`; ties (within `tie_margin`) go to
+        the lower id."""
         k = self.top_k if k is None else k
         n = self._n
         if k <= 0 or n == 0:
             return []
         scores = self._matrix[:n] @ self._unit(query_embedding)
         ids = self._row_ids[:n]
+        if self.min_score is not None:
+            kept = np.flatnonzero(scores >= self.min_score)
+            scores, ids, n = scores[kept], ids[kept], len(kept)
         if self.tie_margin > 0:
             return [(MemoryEntry(int(ids[r]), self._texts[int(ids[r])]), float(scores[r])) for r in self._tied_order(scores, ids)[:k]]
         if n > k:
