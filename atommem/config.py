@@ -46,6 +46,18 @@ class MemoryConfig:
     tie_margin: float = 0.0  # retrieval scores within this margin of their group's best count as equal; equal scores go to the older entry (lower id)
     min_score: Optional[float] = None  # a read leaves out entries whose cosine score with the query is below this (None: it shows the top_k whatever they score)
 
+    def __post_init__(self):
+        # checked here, not only by MemoryStore: the store is built inside a rollout actor, where a bad value
+        # would surface as an actor traceback after Ray and the engines have started
+        if self.top_k < 1:
+            raise ConfigError(f"memory.top_k must be >= 1, got {self.top_k}")
+        if self.max_entries is not None and self.max_entries < 1:
+            raise ConfigError(f"memory.max_entries must be >= 1 or null (unbounded), got {self.max_entries}")
+        if self.tie_margin < 0:
+            raise ConfigError(f"memory.tie_margin must be >= 0, got {self.tie_margin}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"memory.min_score is a cosine score: it must be in [-1, 1] or null (off), got {self.min_score}")
+
 
 @dataclass
 class EnvConfig:
