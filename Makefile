@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(VENV)/bin/atommem demo --run-dir $(RUN_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs --durations=20 $(PYTEST_ARGS)
 
 # The documentation site at http://127.0.0.1:8000, rebuilt on every change (README.md and config.py included).
 docs: $(STAMP)
