@@ -227,6 +227,8 @@ class LearnerConfig:
     min_lr_ratio: float = 0.0  # cosine: the floor, as a fraction of lr
     hold_steps: int = 0  # cosine: steps at the full lr after warmup before the decay begins (warmup-stable-decay)
     weight_decay: float = 0.0  # AdamW weight decay
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (beta1, beta2)
+    adam_eps: float = 1e-8  # AdamW's epsilon: a parameter whose gradient RMS is far below it moves less than lr a step
     num_cpus: float = 1.0  # CPUs per learner actor
     num_gpus: float = 0.0  # GPUs per learner actor
     sync_bucket_mb: float = 64.0  # size of a weight-sync bucket
@@ -235,6 +237,10 @@ class LearnerConfig:
     def __post_init__(self):
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"learner.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ConfigError(f"learner.adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.adam_eps <= 0:
+            raise ConfigError(f"learner.adam_eps must be > 0, got {self.adam_eps}")
 
 
 @dataclass

@@ -119,7 +119,8 @@ def deepspeed_config(cfg: Config, on_gpu: bool, lr: float) -> dict:
         "bf16": {"enabled": on_gpu},
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": lr, "weight_decay": cfg.learner.weight_decay, "torch_adam": not on_gpu},
+            "params": {"lr": lr, "betas": list(cfg.learner.adam_betas), "eps": cfg.learner.adam_eps,
+                       "weight_decay": cfg.learner.weight_decay, "torch_adam": not on_gpu},
         },
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
