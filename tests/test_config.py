@@ -32,6 +32,14 @@ def test_yaml_and_overrides(tmp_path):
         ("env:\n  chunk_by: documents\n", "env.chunk_overlap must be 0"),
         ("env:\n  chunk_by: pages\n", "env.chunk_by"),
         ("- a\n- b\n", "mapping"),
+        ("memory:\n  min_score: 1.5\n", "memory.min_score is a cosine score"),
+        ("memory:\n  min_score: -2\n", "memory.min_score is a cosine score"),
+        ("memory:\n  tie_margin: -0.1\n", "memory.tie_margin must be >= 0"),
+        ("memory:\n  top_k: 0\n", "memory.top_k must be >= 1"),
+        ("memory:\n  max_entries: 0\n", "memory.max_entries must be >= 1"),
+        ("learner:\n  adam_eps: 0\n", "learner.adam_eps must be > 0"),
+        ("learner:\n  adam_betas: [0.9]\n", "learner.adam_betas must be two numbers"),
+        ("learner:\n  adam_betas: [0.9, 1.0]\n", "learner.adam_betas must be two numbers"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, needle):
