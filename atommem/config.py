@@ -260,6 +260,11 @@ class PretrainConfig:
     mix_rows: int = 0  # base-stage sequences added to every SFT step (and the control's), so SFT keeps the copy it starts with
     eval_every: int = 100  # steps between evaluations of the recall probe (a document, then one of its sentences up to its last word: that word is right only by copying it, as an add copies a fact's value), logged as val_full/base/recall
     until_recall: Optional[float] = None  # stop the stage once the recall probe is at least this (e.g. 0.9); steps stays the cap. None: always run every step
+    prompt_share: float = 0.0  # share of the task's sequences drawn from the teacher's read prompts instead of its documents: a prompt, a blank line, then its chunk's line again or some of its sentences (loss on those only). A copy formed on documents alone copied a create's value inside the prompts at 0.03-0.12 (docs/experiments). Needs the teacher episodes in sft.data; then until_recall reads the prompt probe (val_full/base/prompt_recall: a chunk sentence's last word after the prompt, past its query's and memory's copies of the key)
+
+    def __post_init__(self):
+        if not 0.0 <= self.prompt_share <= 1.0:
+            raise ConfigError(f"pretrain.prompt_share must be in [0, 1], got {self.prompt_share}")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from atommem.baselines import BASELINES, SCRIPTED
 from atommem.config import Config, load_config, save_config
+from atommem.learner.pretrain import PROMPT_RECALL_LABEL
 from atommem.tracking import RunLogger, plot_series, read_metrics
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
@@ -349,11 +350,14 @@ def _base_lines(base: dict) -> list[str]:
     if not base:
         return []
     curve = ", ".join(f"{recall:.2f} at {step}" for step, recall in base["recall"])
+    in_prompts = base.get("recall_probe") == PROMPT_RECALL_LABEL
+    probe = ("the last word of a sentence of a read prompt's chunk, after the prompt and the rest of the sentence"
+             if in_prompts else "the last word of a sentence of a document, after the rest of it")
     return [
-        "## Base stage (next-token training on the task's documents, each restated)",
+        f"## Base stage (next-token training on the task's {'read prompts, each chunk' if in_prompts else 'documents, each'} restated)",
         "",
-        f"{base['steps']} steps in {base['train_seconds']:.1f} s. Recall probe (the last word of a sentence of a "
-        f"document, after the rest of it, teacher-forced): {curve or 'not evaluated'}.",
+        f"{base['steps']} steps in {base['train_seconds']:.1f} s. Recall probe ({probe}, teacher-forced): "
+        f"{curve or 'not evaluated'}.",
         "",
     ]
 

@@ -6,7 +6,8 @@ episodes, SFT with the config's batches) and validates every `--val-every` steps
 episodes; a seed's copy has formed at the first validation whose `val_full/relevant/create` (whole response
 right, teacher-forced) is >= 0.9, the sweep table's rule. A seed stops there or at `--max-steps` (with
 `--no-stop`, at `--max-steps`; each validation's whole-response accuracy per label is in the JSON). The base
-stage's own probe (`val_full/base/recall`: the last word of a sentence of a document, after the rest of it, every
+stage's own probe (`val_full/base/recall`: the last word of a sentence of a document, after the rest of it; with
+`pretrain.prompt_share`, `val_full/base/prompt_recall`: the same inside a teacher read prompt; every
 `pretrain.eval_every` steps) is reported the same way; `--base-only` stops after the base stage. Seeds vary as in
 `atommem demo --seeds` (trainer.seed and the tiny model's initialisation, atommem/sweep.py). No GRPO, no
 evaluation: a fraction of a demo's time per seed. `--from-run DIR` starts each seed's SFT from what a sweep (or
@@ -58,12 +59,14 @@ def probe_seed(config: str, overrides: list[str], seed: int, out: Path, max_step
         if not (start / "config.json").is_file() or not data.is_dir():
             raise UserError(f"--from-run: {from_run / f'seed-{seed}'} has no base-stage model (base/model) or teacher "
                             "episodes (sft_data): give a sweep's or a probe's run dir that ran this seed")
-        corpus = base_corpus(cfg, str(start)) if cfg.pretrain.mix_rows > 0 else None
+        corpus = base_corpus(cfg, str(start), data) if cfg.pretrain.mix_rows > 0 else None
         result = {"seed": seed, "from_run": str(from_run), "base_steps": 0, "base_train_s": 0.0, "base_recall": [],
                   "base_formed_at": None}
         sft_data = SFTData.from_path(data, cfg.sft.batch_size, cfg.trainer.seed)
     else:
         model_path = model_path_of(cfg)
+        # the teacher first, as in the demo: with pretrain.prompt_share the base stage draws from its prompts
+        teacher = collect_teacher(cfg) if not base_only or cfg.pretrain.prompt_share > 0 else None
         corpus = base_corpus(cfg, model_path) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
         start, base = pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus)
         formed = [step for step, recall in base.get("recall", []) if recall >= COPY_FORMED]
@@ -72,7 +75,7 @@ def probe_seed(config: str, overrides: list[str], seed: int, out: Path, max_step
         if base_only:
             logger.close()
             return result
-        _, refs, val_refs = collect_teacher(cfg)
+        _, refs, val_refs = teacher
         sft_data = SFTData(refs, cfg.sft.batch_size, cfg.trainer.seed, val_refs)
     sft = SFTTrainer(cfg, str(start), sft_data, logger, mix=corpus)
     curve, decisions, formed_at = [], [], None
@@ -140,7 +143,8 @@ def main() -> None:
         print(f"[copy_probe] seed {seed}: {base}, copy at SFT step {r.get('formed_at', '(not run)')}", flush=True)
     report = {"config": a.config, "overrides": a.overrides, "from_run": str(a.from_run) if a.from_run else None,
               "max_steps": a.max_steps, "val_every": a.val_every,
-              "rule": f"{COPY_KEY} >= {COPY_FORMED} (SFT); val_full/base/recall >= {COPY_FORMED} (base stage)",
+              "rule": f"{COPY_KEY} >= {COPY_FORMED} (SFT); the base stage's recall probe (val_full/base/recall, or "
+                      f"base/prompt_recall with pretrain.prompt_share) >= {COPY_FORMED}",
               "seeds": results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "copy_probe.json").write_text(json.dumps(report, indent=2))

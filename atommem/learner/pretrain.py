@@ -7,6 +7,11 @@ rendered as the env renders it, then restated: either the whole document again, 
 in another order. What is restated is predictable only by copying, the second kind only by finding the sentence
 a word belongs to, so the heads that copy form within a few hundred steps, before SFT (docs/experiments).
 
+A copy formed on documents alone need not work where SFT needs it: inside a prompt, after the questions, the
+query and the memory (which hold copies of the key that the chunk's value follows). With `prompt_share`, rows
+are the teacher's read prompts instead, each followed by a blank line and its chunk's line restated; the loss
+is on the restatement only, never on what the teacher did.
+
 A sequence is an `SFTRow` whose prompt is its first token and whose response is the rest: the learner's SFT
 step trains on it as on any row, with loss on every token it can predict.
 """
@@ -16,7 +21,9 @@ from __future__ import annotations
 import random
 import re
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Collection, Iterable, Sequence
+
+import numpy as np
 
 from atommem.data.schema import Sample
 from atommem.env.chunking import render_document, tokenize
@@ -25,6 +32,8 @@ from atommem.learner.sft import SFTRow
 BASE_LABEL = "base/restate"  # the training rows' label
 REPEAT_LABEL = "base/repeat"  # the first steps' rows (`pretrain.repeat_steps`)
 RECALL_LABEL = "base/recall"  # the probe rows' label: validation reports val_full/base/recall
+PROMPT_LABEL = "base/prompt"  # the rows restating a teacher prompt's chunk (`prompt_share`)
+PROMPT_RECALL_LABEL = "base/prompt_recall"  # the probe of the copy inside the prompts: val_full/base/prompt_recall
 _SENTENCE = re.compile(r"[^.]*\.|[^.]+$")  # up to and including each period (a synthetic fact line is " e a v .")
 
 
@@ -33,26 +42,53 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.findall(text) if s]
 
 
+def some_sentences(text: str, rng: random.Random) -> str:
+    """A random non-empty subset of the sentences of `text`, in random order."""
+    parts = sentences(text)
+    return "".join(rng.sample(parts, rng.randint(1, len(parts))))
+
+
 def restated(index: int | None, document: Any, rng: random.Random, whole_share: float = 0.5) -> str:
     """The document as the env renders it, a blank line, then the document again (with probability `whole_share`)
     or a random non-empty subset of its sentences in random order."""
     text = render_document(index, document) + "\n\n"
     if rng.random() < whole_share:
         return text + text
-    parts = sentences(document.text)
-    return text + "".join(rng.sample(parts, rng.randint(1, len(parts))))
+    return text + some_sentences(document.text, rng)
+
+
+def read_prompts(trajectories: Iterable[Any], special_ids: Collection[int]) -> list[np.ndarray]:
+    """The prompt of every read turn (its chunk shown last), without the generation marker's trailing special
+    tokens, as int32 arrays (a demo's 3000 teacher episodes hold ~40,000)."""
+    out = []
+    for t in trajectories:
+        for turn in t.turns:
+            if turn.phase != "read":
+                continue
+            ids = list(turn.prompt_ids)
+            while ids and ids[-1] in special_ids:
+                ids.pop()
+            if ids:
+                out.append(np.asarray(ids, dtype=np.int32))
+    return out
 
 
 class BaseCorpus:
     """The documents of `samples`, rendered as the env's chunks show them (`chunk_by`: "tokens" with their
-    position header, "documents" without); `rows(k, rng)` draws k restated ones."""
+    position header, "documents" without); `rows(k, rng)` draws k restated ones, each one with probability
+    `prompt_share` a teacher read prompt of `prompts` (token ids, `read_prompts`) with its chunk's line restated
+    instead."""
 
-    def __init__(self, samples: Sequence[Sample], tokenizer: Any, whole_share: float = 0.5, chunk_by: str = "tokens"):
+    def __init__(self, samples: Sequence[Sample], tokenizer: Any, whole_share: float = 0.5, chunk_by: str = "tokens",
+                 prompts: Sequence[np.ndarray] = (), prompt_share: float = 0.0):
         self.documents = [(None if chunk_by == "documents" else i, d)
                           for s in samples for i, d in enumerate(s.documents) if d.text.strip()]
         if not self.documents:
             raise ValueError("the base stage needs training documents, got none")
+        if prompt_share > 0 and not prompts:
+            raise ValueError("prompt_share > 0 needs the teacher's read prompts, got none")
         self.tokenizer, self.whole_share = tokenizer, whole_share
+        self.prompts, self.prompt_share = list(prompts), prompt_share
         self.blank = tokenize("\n\n", tokenizer)
 
     @cached_property
@@ -64,6 +100,11 @@ class BaseCorpus:
     def rows(self, count: int, rng: random.Random) -> list[SFTRow]:
         out = []
         for _ in range(count):
+            if self.prompts and rng.random() < self.prompt_share:
+                prompt, line = self._prompt(rng)
+                again = line if rng.random() < self.whole_share else some_sentences(line, rng)
+                out.append(SFTRow(prompt + self.blank, tokenize(again, self.tokenizer), PROMPT_LABEL))
+                continue
             index, document = self.documents[rng.randrange(len(self.documents))]
             ids = tokenize(restated(index, document, rng, self.whole_share), self.tokenizer)
             out.append(SFTRow(ids[:1], ids[1:], BASE_LABEL))
@@ -97,9 +138,37 @@ class BaseCorpus:
             out.append(SFTRow(head, line[len(head) :], RECALL_LABEL))
         return out
 
+    def _prompt(self, rng: random.Random) -> tuple[list[int], str]:
+        """A prompt drawn from `prompts` and its last line: a read turn's prompt ends with its chunk."""
+        prompt = self.prompts[rng.randrange(len(self.prompts))].tolist()
+        return prompt, self.tokenizer.decode(prompt, skip_special_tokens=False).rsplit("\n", 1)[-1]
 
-def _probe_sentences(text: str, title: str) -> list[tuple[str, int]]:
-    """(sentence, where its last word starts) for each sentence of `text` with a beginning of its own."""
+    def prompt_recall_rows(self, count: int, rng: random.Random) -> list[SFTRow]:
+        """Probe rows of the copy inside the prompts: a prompt, a blank line and one sentence of its chunk's line up
+        to its last word, then that word and the period; as `recall_rows`, but past the prompt's other lines (its
+        query, its memory: on a revision, the key with the stale value), as an `<add_memory>` copies past them."""
+        out = []
+        for _ in range(20 * count):
+            if len(out) == count:
+                return out
+            prompt, line = self._prompt(rng)
+            choices = _probe_sentences(line, "", strict=False)
+            if not choices:
+                continue
+            sentence, cut = rng.choice(choices)
+            head = tokenize(sentence[:cut], self.tokenizer)
+            whole = tokenize(sentence, self.tokenizer)
+            if whole[: len(head)] != head or len(whole) == len(head):
+                continue
+            out.append(SFTRow(prompt + self.blank + head, whole[len(head) :], PROMPT_RECALL_LABEL))
+        if len(out) < count:
+            raise ValueError("the teacher's read prompts end in too few chunk lines with a sentence to probe")
+        return out
+
+
+def _probe_sentences(text: str, title: str, strict: bool = True) -> list[tuple[str, int]]:
+    """(sentence, where its last word starts) for each sentence of `text` with a beginning of its own; none is an
+    error when `strict`."""
     cuts = []
     for sentence in sentences(text):
         cut = sentence.rstrip(" .").rfind(" ")
@@ -107,7 +176,7 @@ def _probe_sentences(text: str, title: str) -> list[tuple[str, int]]:
             cuts.append((sentence, cut))
     beginnings = [s[:c].strip() for s, c in cuts]
     unique = [(s, c) for s, c in cuts if beginnings.count(s[:c].strip()) == 1]
-    if not unique:
+    if not unique and strict:
         raise ValueError(f"document {title!r} has no sentence of two or more words with a beginning of its own")
     return unique
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from atommem.config import Config
-from atommem.learner.pretrain import BaseCorpus, step_rng
+from atommem.learner.pretrain import PROMPT_RECALL_LABEL, RECALL_LABEL, BaseCorpus, step_rng
 from atommem.tracking import RunLogger
 
 
@@ -35,12 +35,27 @@ def base_learner_config(cfg: Config) -> Config:
     return replace(cfg, learner=replace(cfg.learner, lr_schedule="constant", hold_steps=0))
 
 
-def base_corpus(cfg: Config, model_path: str) -> BaseCorpus:
-    """The training split's documents in the policy's tokens."""
+def base_corpus(cfg: Config, model_path: str, teacher_data: str | Path | None = None) -> BaseCorpus:
+    """The training split's documents in the policy's tokens, and with `pretrain.prompt_share` the read prompts of
+    the teacher episodes in `teacher_data` (default: sft.data's, so collect them first)."""
+    from atommem.errors import UserError
     from atommem.models.loading import load_tokenizer
     from atommem.trainer.inputs import train_samples
 
-    return BaseCorpus(train_samples(cfg), load_tokenizer(model_path), cfg.pretrain.whole_share, cfg.env.chunk_by)
+    tokenizer = load_tokenizer(model_path)
+    prompts = []
+    if cfg.pretrain.prompt_share > 0:
+        from atommem.learner.pretrain import read_prompts
+        from atommem.rollout.parquet import iter_trajectories
+        from atommem.trainer.sft import sft_data_dir
+
+        path = Path(teacher_data or sft_data_dir(cfg))
+        if not any(path.glob("part-*.parquet")):
+            raise UserError(f"pretrain.prompt_share draws the base stage's rows from the teacher's prompts, but {path} "
+                            "holds no teacher episodes: run `atommem collect` first (the demo does), or set pretrain.prompt_share: 0")
+        prompts = read_prompts(iter_trajectories(path), set(tokenizer.all_special_ids))
+    return BaseCorpus(train_samples(cfg), tokenizer, cfg.pretrain.whole_share, cfg.env.chunk_by, prompts,
+                      cfg.pretrain.prompt_share)
 
 
 def row_refs(rows: list, ranks: int) -> list:
@@ -72,10 +87,14 @@ class BaseStage:
         self.cfg, self.corpus, self.logger = cfg, corpus, logger
         self.learner = LearnerGroup(base_learner_config(cfg), model_path, stage="base")
         probe = corpus.recall_rows(RECALL_PROBE_ROWS, step_rng(cfg.trainer.seed, "recall", 0))
+        if corpus.prompts:
+            probe += corpus.prompt_recall_rows(RECALL_PROBE_ROWS, step_rng(cfg.trainer.seed, "prompt_recall", 0))
         self.probe_refs = row_refs(probe, cfg.learner.num_learners)
+        # the probe `until_recall` reads: the copy inside the prompts when the stage trains on them
+        self.stop_label = PROMPT_RECALL_LABEL if corpus.prompts else RECALL_LABEL
         self.step = 0
         self.train_seconds = 0.0
-        self.recall: list[list[float]] = []  # [step, val_full/base/recall] of every evaluation
+        self.recall: list[list[float]] = []  # [step, val_full/<stop_label>] of every evaluation
 
     def run(self) -> int:
         from tqdm import tqdm
@@ -105,14 +124,14 @@ class BaseStage:
         return self.step
 
     def evaluate(self) -> float:
-        """The recall probe (teacher-forced, whole sentence right), logged at this step."""
-        from atommem.learner.pretrain import RECALL_LABEL
+        """The recall probes (teacher-forced, whole sentence right), logged at this step; returns `stop_label`'s."""
         from atommem.learner.sft import validation_metrics
 
         scores = validation_metrics(self.learner.score_sft(self.probe_refs))
-        recall = scores[f"val_full/{RECALL_LABEL}"]
+        recall = scores[f"val_full/{self.stop_label}"]
         self.recall.append([self.step, recall])
-        self.logger.log(self.step, {f"val_full/{RECALL_LABEL}": recall, f"val_first/{RECALL_LABEL}": scores[f"val_first/{RECALL_LABEL}"]},
+        labels = (RECALL_LABEL, PROMPT_RECALL_LABEL) if self.stop_label == PROMPT_RECALL_LABEL else (RECALL_LABEL,)
+        self.logger.log(self.step, {f"val_{kind}/{label}": scores[f"val_{kind}/{label}"] for label in labels for kind in ("full", "first")},
                         phase="base")
         return recall
 
@@ -132,7 +151,8 @@ def pretrain_base(cfg: Config, model_path: str, out: Path, logger: RunLogger,
     stage = BaseStage(cfg, model_path, corpus or base_corpus(cfg, model_path), logger)
     try:
         stage.run()
-        summary = {"steps": stage.step, "train_seconds": stage.train_seconds, "recall": stage.recall}
+        summary = {"steps": stage.step, "train_seconds": stage.train_seconds, "recall": stage.recall,
+                   "recall_probe": stage.stop_label}
         return stage.save(out), summary
     finally:
         stage.shutdown()
