@@ -40,6 +40,7 @@ def test_yaml_and_overrides(tmp_path):
         ("learner:\n  adam_eps: 0\n", "learner.adam_eps must be > 0"),
         ("learner:\n  adam_betas: [0.9]\n", "learner.adam_betas must be two numbers"),
         ("learner:\n  adam_betas: [0.9, 1.0]\n", "learner.adam_betas must be two numbers"),
+        ("pretrain:\n  prompt_share: 1.5\n", "pretrain.prompt_share must be in"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, needle):

@@ -131,8 +131,13 @@ def test_demo_runs_every_stage_and_reports_consistently(atomic_demo):
     # the base stage: 3 steps, its recall probe at steps 2 and 3 (the last), and SFT started from its model
     base_stage = report["base_stage"]
     assert base_stage["steps"] == 3 and [s for s, _ in base_stage["recall"]] == [2, 3]
-    assert [[r["step"], r["val_full/base/recall"]] for r in rows if "val_full/base/recall" in r] == base_stage["recall"]
-    assert (run / "base" / "model" / "config.json").is_file() and "## Base stage" in md
+    # the demo's base rows are the teacher's read prompts (pretrain.prompt_share): the probe it reports and stops on
+    # is the copy inside them, logged beside the documents' probe
+    probe = base_stage["recall_probe"]
+    assert probe == "base/prompt_recall"
+    assert [[r["step"], r[f"val_full/{probe}"]] for r in rows if f"val_full/{probe}" in r] == base_stage["recall"]
+    assert all("val_full/base/recall" in r for r in rows if f"val_full/{probe}" in r)
+    assert (run / "base" / "model" / "config.json").is_file() and "## Base stage (next-token training on the task's read prompts" in md
     assert "## Action rates by turn state" in md and "| revision | update |" in md
     assert f"| revision/update | {val['sft']['val_rows/revision/update']:.0f} | {val['sft']['val_first/revision/update']:.3f} |" in md
     assert [r["step"] for r in rows if r["phase"] == "sft" and "val_nll" in r] == [report["sft_steps"]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from atommem.config import load_config
 from atommem.data.schema import Document, Sample
 from atommem.env.chunking import chunk_documents, render_document
@@ -35,7 +37,7 @@ def test_a_restatement_is_the_document_again_or_some_of_its_sentences_shuffled()
 
 
 class _WordTokenizer:
-    """Whitespace-attached words as ids: enough to check what a row holds."""
+    """Whitespace-attached words as ids (a line break a word of its own): enough to check what a row holds."""
 
     def __init__(self):
         self.vocab: dict[str, int] = {}
@@ -43,7 +45,11 @@ class _WordTokenizer:
     def encode(self, text, add_special_tokens=False):
         import re
 
-        return [self.vocab.setdefault(w, len(self.vocab)) for w in re.findall(r"\s*\S+", text)]
+        return [self.vocab.setdefault(w, len(self.vocab)) for w in re.findall(r"\n|[ \t]*[^\s]+", text)]
+
+    def decode(self, ids, skip_special_tokens=False):
+        words = {i: w for w, i in self.vocab.items()}
+        return "".join(words[i] for i in ids)
 
 
 def test_rows_are_whole_sequences_and_the_same_draw_gives_the_same_rows():
@@ -118,3 +124,84 @@ def test_the_base_stage_repeats_random_strings_for_its_first_steps_then_restates
     assert [r.response_ids for r in base_rows(cfg, corpus, 1)] == [r.response_ids for r in base_rows(cfg, corpus, 1)]
     off = load_config("configs/tiny_cpu.yaml", ["pretrain.repeat_steps=0", "pretrain.batch_size=4"])
     assert {r.label for r in base_rows(off, corpus, 0)} == {BASE_LABEL}
+
+
+def _read_turn(tok, chunk: str, memory: str = "") -> list[int]:
+    """A compact read prompt's ids, the generation marker (id 999) last."""
+    return tok.encode(f"<|user|> query: user city\nmemory:{memory}\nchunk: notes 5\n{chunk}") + [999]
+
+
+def _prompt_corpus(share: float):
+    from atommem.learner.pretrain import read_prompts
+    from atommem.trajectory import Trajectory, Turn
+
+    tok = _WordTokenizer()
+    chunks = [" zorp city lima . user job monk .", " user city rome . blix pet owl ."]
+    turns = [Turn(_read_turn(tok, c, " user city oslo"), [1], [0.0], 0, "read") for c in chunks]
+    turns.append(Turn(tok.encode("<|user|> question: city of user ?") + [999], [1], [0.0], 0, "answer"))
+    episode = Trajectory("u", 0, "s", "synthetic", turns, reward=1.0, correct=[True], f1=[1.0], answers=["rome"])
+    samples = [Sample(id="s", source="synthetic", documents=[DOC], questions=[])]
+    return tok, chunks, BaseCorpus(samples, tok, prompts=read_prompts([episode], {999}), prompt_share=share)
+
+
+def test_prompt_rows_restate_the_chunk_line_of_a_read_prompt_after_it():
+    from atommem.learner.pretrain import PROMPT_LABEL
+
+    tok, chunks, corpus = _prompt_corpus(1.0)
+    # the read turns only, without the generation marker
+    assert [p.tolist() for p in corpus.prompts] == [_read_turn(tok, c, " user city oslo")[:-1] for c in chunks]
+    kinds = {"again": 0, "some": 0}
+    for row in corpus.rows(100, random.Random(2)):
+        assert row.label == PROMPT_LABEL
+        prompt, blank = row.prompt_ids[: -len(corpus.blank)], row.prompt_ids[-len(corpus.blank):]
+        assert blank == corpus.blank and prompt in [p.tolist() for p in corpus.prompts]
+        chunk = tok.decode(prompt).rsplit("\n", 1)[-1]
+        said = tok.decode(row.response_ids)
+        if said == chunk:
+            kinds["again"] += 1
+        else:
+            kinds["some"] += 1
+            assert set(sentences(said)) <= set(sentences(chunk)) and len(set(sentences(said))) == len(sentences(said))
+    assert min(kinds.values()) > 25  # whole_share 0.5
+
+
+def test_prompt_share_zero_draws_the_same_document_rows_as_a_corpus_without_prompts():
+    _, _, with_prompts = _prompt_corpus(0.0)
+    plain = BaseCorpus([Sample(id="s", source="synthetic", documents=[DOC], questions=[])], with_prompts.tokenizer)
+    rows = with_prompts.rows(20, step_rng(0, "base", 3))
+    assert {r.label for r in rows} == {BASE_LABEL}
+    assert [r.response_ids for r in rows] == [r.response_ids for r in plain.rows(20, step_rng(0, "base", 3))]
+    _, _, half = _prompt_corpus(0.5)
+    labels = [r.label for r in half.rows(200, random.Random(0))]
+    assert 60 < labels.count(BASE_LABEL) < 140
+
+
+def test_a_prompt_recall_row_asks_for_a_chunk_value_past_the_memory_copy_of_its_key():
+    from atommem.learner.pretrain import PROMPT_RECALL_LABEL
+
+    tok, _, corpus = _prompt_corpus(1.0)
+    asked = set()
+    for row in corpus.prompt_recall_rows(40, random.Random(5)):
+        text = tok.decode(row.prompt_ids)
+        prompt, head = text.rsplit("\n\n", 1) if "\n\n" in text else (None, None)
+        words = tok.decode(row.response_ids)
+        assert row.label == PROMPT_RECALL_LABEL and words.endswith(" .") and len(row.response_ids) == 2
+        asked.add(head + words)
+    # the stale " user city oslo" in memory names the key too: only the chunk's " user city rome ." is right
+    assert " user city rome ." in asked and " zorp city lima ." in asked and not any("oslo" in a for a in asked)
+
+
+def test_prompt_share_needs_the_teachers_prompts():
+    samples = [Sample(id="s", source="synthetic", documents=[DOC], questions=[])]
+    with pytest.raises(ValueError, match="read prompts"):
+        BaseCorpus(samples, _WordTokenizer(), prompt_share=0.5)
+
+
+def test_the_base_corpus_names_the_missing_teacher_data(tmp_path):
+    from atommem.errors import UserError
+    from atommem.trainer.pretrain import base_corpus
+
+    cfg = load_config("configs/tiny_cpu.yaml", [f"sft.data={tmp_path / 'none'}"])
+    assert cfg.pretrain.prompt_share > 0
+    with pytest.raises(UserError, match="atommem collect-sft"):
+        base_corpus(cfg, "unused-model-path", tmp_path)

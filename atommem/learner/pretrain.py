@@ -100,7 +100,7 @@ class BaseCorpus:
     def rows(self, count: int, rng: random.Random) -> list[SFTRow]:
         out = []
         for _ in range(count):
-            if self.prompts and rng.random() < self.prompt_share:
+            if self.prompt_share > 0 and rng.random() < self.prompt_share:  # none drawn at 0: the documents' draws as ever
                 prompt, line = self._prompt(rng)
                 again = line if rng.random() < self.whole_share else some_sentences(line, rng)
                 out.append(SFTRow(prompt + self.blank, tokenize(again, self.tokenizer), PROMPT_LABEL))

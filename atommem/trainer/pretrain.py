@@ -42,18 +42,16 @@ def base_corpus(cfg: Config, model_path: str, teacher_data: str | Path | None = 
     from atommem.models.loading import load_tokenizer
     from atommem.trainer.inputs import train_samples
 
-    tokenizer = load_tokenizer(model_path)
-    prompts = []
-    if cfg.pretrain.prompt_share > 0:
-        from atommem.learner.pretrain import read_prompts
-        from atommem.rollout.parquet import iter_trajectories
-        from atommem.trainer.sft import sft_data_dir
+    from atommem.learner.pretrain import read_prompts
+    from atommem.rollout.parquet import iter_trajectories
+    from atommem.trainer.sft import sft_data_dir
 
-        path = Path(teacher_data or sft_data_dir(cfg))
-        if not any(path.glob("part-*.parquet")):
-            raise UserError(f"pretrain.prompt_share draws the base stage's rows from the teacher's prompts, but {path} "
-                            "holds no teacher episodes: run `atommem collect` first (the demo does), or set pretrain.prompt_share: 0")
-        prompts = read_prompts(iter_trajectories(path), set(tokenizer.all_special_ids))
+    path = Path(teacher_data or sft_data_dir(cfg))
+    if cfg.pretrain.prompt_share > 0 and not any(path.glob("part-*.parquet")):
+        raise UserError(f"pretrain.prompt_share draws the base stage's rows from the teacher's prompts, but {path} holds "
+                        "no teacher episodes: run `atommem collect-sft` first (the demo does), or set pretrain.prompt_share: 0")
+    tokenizer = load_tokenizer(model_path)
+    prompts = read_prompts(iter_trajectories(path), set(tokenizer.all_special_ids)) if cfg.pretrain.prompt_share > 0 else []
     return BaseCorpus(train_samples(cfg), tokenizer, cfg.pretrain.whole_share, cfg.env.chunk_by, prompts,
                       cfg.pretrain.prompt_share)
 
