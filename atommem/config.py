@@ -257,7 +257,7 @@ class PretrainConfig:
     lr: float = 2.0e-3  # learning rate of the base stage (constant)
     whole_share: float = 0.5  # share of sequences that restate the whole document; the others restate some of its sentences, shuffled
     repeat_steps: int = 0  # the stage's first steps train on random strings of the documents' tokens, each repeated (loss on the repeat only), before the task's restated documents: nothing but copying predicts them
-    mix_rows: int = 0  # base-stage sequences added to every SFT step (and the control's), so SFT keeps the copy it starts with
+    mix_rows: int = 0  # base-stage sequences added to every SFT step (and the control's), so SFT keeps the copy it starts with; restated documents, never prompts (prompt_share)
     eval_every: int = 100  # steps between evaluations of the recall probe (a document, then one of its sentences up to its last word: that word is right only by copying it, as an add copies a fact's value), logged as val_full/base/recall
     until_recall: Optional[float] = None  # stop the stage once the recall probe is at least this (e.g. 0.9); steps stays the cap. None: always run every step
     prompt_share: float = 0.0  # share of the task's sequences drawn from the teacher's read prompts instead of its documents: a prompt, a blank line, then its chunk's line again or some of its sentences (loss on those only). A copy formed on documents alone copied a create's value inside the prompts at 0.03-0.12 (docs/experiments). Needs the teacher episodes in sft.data; then until_recall reads the prompt probe (val_full/base/prompt_recall: a chunk sentence's last word after the prompt, past its query's and memory's copies of the key)

@@ -97,10 +97,12 @@ class BaseCorpus:
         32,000 documents), as a corpus that only restates or mixes into SFT never needs them."""
         return sorted({t for _, d in self.documents for t in tokenize(d.text, self.tokenizer)})
 
-    def rows(self, count: int, rng: random.Random) -> list[SFTRow]:
+    def rows(self, count: int, rng: random.Random, prompt_share: float | None = None) -> list[SFTRow]:
+        """`count` restated sequences, each a prompt's with probability `prompt_share` (None: the corpus's)."""
+        share = self.prompt_share if prompt_share is None else prompt_share
         out = []
         for _ in range(count):
-            if self.prompt_share > 0 and rng.random() < self.prompt_share:  # none drawn at 0: the documents' draws as ever
+            if share > 0 and rng.random() < share:  # none drawn at 0: the documents' draws as ever
                 prompt, line = self._prompt(rng)
                 again = line if rng.random() < self.whole_share else some_sentences(line, rng)
                 out.append(SFTRow(prompt + self.blank, tokenize(again, self.tokenizer), PROMPT_LABEL))

@@ -209,7 +209,9 @@ class SFTTrainer:
     def _next_batch(self) -> list:
         batch = self.data.next_batch()
         if self.mix is not None and self.cfg.pretrain.mix_rows > 0:
-            rows = self.mix.rows(self.cfg.pretrain.mix_rows, step_rng(self.cfg.trainer.seed, "sft", self.step))
+            # documents only: a prompt restated beside SFT's rows says "after a prompt comes its chunk" where a
+            # distractor turn says nothing (with them, seed 0's SFT left 0.67 of those turns alone; docs/experiments)
+            rows = self.mix.rows(self.cfg.pretrain.mix_rows, step_rng(self.cfg.trainer.seed, "sft", self.step), prompt_share=0.0)
             batch += row_refs(rows, self.cfg.learner.num_learners)
         return batch
 
