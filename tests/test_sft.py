@@ -222,3 +222,29 @@ def test_a_first_token_weight_that_is_not_positive_is_a_config_error():
 
     with pytest.raises(ConfigError, match="sft.first_token_weight must be > 0"):
         SFTConfig(first_token_weight=0.0)
+
+
+def test_the_rows_mixed_into_sft_are_restated_documents_even_when_the_base_stage_restates_prompts(tmp_path, monkeypatch):
+    import random
+
+    import numpy as np
+
+    from atommem.data.schema import Document, Sample
+    from atommem.learner.pretrain import BASE_LABEL, PROMPT_LABEL, BaseCorpus
+    from atommem.trainer import sft as sft_module
+
+    class Words:
+        def encode(self, text, add_special_tokens=False):
+            return [len(w) for w in text.split(" ")]
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "chunk:\n" + " ".join("x" * i for i in ids) + " ."
+
+    samples = [Sample(id="s", source="synthetic", documents=[Document("notes 5", " kiv food pie .")], questions=[])]
+    corpus = BaseCorpus(samples, Words(), prompts=[np.asarray([3, 4, 5], dtype=np.int32)], prompt_share=1.0)
+    assert {r.label for r in corpus.rows(8, random.Random(0))} == {PROMPT_LABEL}  # the base stage's
+    trainer = _sft_trainer(tmp_path, monkeypatch, [])
+    trainer.mix = corpus
+    monkeypatch.setattr(sft_module, "row_refs", lambda rows, ranks: [rows])
+    mixed = trainer._next_batch()[-1]
+    assert len(mixed) == trainer.cfg.pretrain.mix_rows > 0 and {r.label for r in mixed} == {BASE_LABEL}
