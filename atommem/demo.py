@@ -82,13 +82,16 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     lap("data+model", t0)
 
     t0 = time.monotonic()
-    _, teacher_refs, val_refs = collect_teacher(_with(cfg, sft={"data": str(run_dir / "sft_data")}))
+    teacher_data = run_dir / "sft_data"
+    _, teacher_refs, val_refs = collect_teacher(_with(cfg, sft={"data": str(teacher_data)}))
     lap("teacher", t0)
 
-    # The base stage (pretrain.*): the random tiny model learns to copy from its context on the task's documents,
-    # as a pretrained LLM arrives able to, before SFT imitates the teacher (its sequences also join every SFT step).
+    # The base stage (pretrain.*): the random tiny model learns to copy from its context on the task's documents
+    # (with pretrain.prompt_share, inside the teacher's prompts), as a pretrained LLM arrives able to, before SFT
+    # imitates the teacher (restated documents also join every SFT step).
     t0 = time.monotonic()
-    corpus = base_corpus(cfg, base_model) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0 else None
+    corpus = (base_corpus(cfg, base_model, teacher_data) if cfg.pretrain.steps > 0 or cfg.pretrain.mix_rows > 0
+              else None)
     sft_start, base_stage = pretrain_base(cfg, base_model, run_dir / "base" / "model", logger, corpus)
     lap("base", t0)
 
