@@ -34,7 +34,7 @@ def _micro(root) -> list[str]:
         "trainer.time_budget_s=0.01", "trainer.eval_every=1", "cluster.num_cpus=4",
         f"data.val={root / 'data/val'}", "data.val_samples=6", "eval.length_factors=[4]", "eval.length_samples=2",
         "pretrain.steps=3", "pretrain.batch_size=2", "pretrain.mix_rows=2", "pretrain.eval_every=2",
-        "pretrain.until_recall=null",
+        "pretrain.until_recall=null", "pretrain.prompt_share=1.0",
     ]
 
 
@@ -131,8 +131,8 @@ def test_demo_runs_every_stage_and_reports_consistently(atomic_demo):
     # the base stage: 3 steps, its recall probe at steps 2 and 3 (the last), and SFT started from its model
     base_stage = report["base_stage"]
     assert base_stage["steps"] == 3 and [s for s, _ in base_stage["recall"]] == [2, 3]
-    # the demo's base rows are the teacher's read prompts (pretrain.prompt_share): the probe it reports and stops on
-    # is the copy inside them, logged beside the documents' probe
+    # with pretrain.prompt_share the base rows are the teacher's read prompts: the probe the stage reports and stops
+    # on is the copy inside them, logged beside the documents' probe
     probe = base_stage["recall_probe"]
     assert probe == "base/prompt_recall"
     assert [[r["step"], r[f"val_full/{probe}"]] for r in rows if f"val_full/{probe}" in r] == base_stage["recall"]

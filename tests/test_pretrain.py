@@ -201,7 +201,6 @@ def test_the_base_corpus_names_the_missing_teacher_data(tmp_path):
     from atommem.errors import UserError
     from atommem.trainer.pretrain import base_corpus
 
-    cfg = load_config("configs/tiny_cpu.yaml", [f"sft.data={tmp_path / 'none'}"])
-    assert cfg.pretrain.prompt_share > 0
+    cfg = load_config("configs/tiny_cpu.yaml", [f"sft.data={tmp_path / 'none'}", "pretrain.prompt_share=1.0"])
     with pytest.raises(UserError, match="atommem collect-sft"):
         base_corpus(cfg, "unused-model-path", tmp_path)
