@@ -1,6 +1,8 @@
-"""What a training run starts from: the model directory and the train/dev/validation samples its config names."""
+"""What a training run starts from: its model directory, its train/dev/validation samples and teacher episodes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from atommem.config import Config, ConfigError
 from atommem.data.schema import Sample, read_samples
@@ -12,6 +14,11 @@ def model_path_of(cfg: Config) -> str:
     from atommem.models.tiny import ensure_model
 
     return str(ensure_model(cfg.model, cfg.data.synth))
+
+
+def sft_data_dir(cfg: Config) -> Path:
+    """Where the teacher's episodes are (`sft.data`, or the run dir's `sft_data`)."""
+    return Path(cfg.sft.data) if cfg.sft.data else Path(cfg.trainer.run_dir) / "sft_data"
 
 
 def train_samples(cfg: Config) -> list[Sample]:

@@ -40,11 +40,10 @@ def base_corpus(cfg: Config, model_path: str, teacher_data: str | Path | None = 
     the teacher episodes in `teacher_data` (default: sft.data's, so collect them first)."""
     from atommem.errors import UserError
     from atommem.models.loading import load_tokenizer
-    from atommem.trainer.inputs import train_samples
+    from atommem.trainer.inputs import sft_data_dir, train_samples
 
     from atommem.learner.pretrain import read_prompts
     from atommem.rollout.parquet import iter_trajectories
-    from atommem.trainer.sft import sft_data_dir
 
     path = Path(teacher_data or sft_data_dir(cfg))
     if cfg.pretrain.prompt_share > 0 and not any(path.glob("part-*.parquet")):

@@ -26,14 +26,10 @@ from atommem.errors import UserError
 from atommem.learner.pretrain import BaseCorpus, step_rng
 from atommem.learner.sft import validation_metrics
 from atommem.tracking import RunLogger
-from atommem.trainer.inputs import model_path_of, train_samples
+from atommem.trainer.inputs import model_path_of, sft_data_dir, train_samples
 from atommem.trainer.pretrain import base_corpus, pretrain_base, row_refs, sft_learner_config
 
 VAL_DIR = "val"  # the held-out teacher episodes, under the SFT data dir
-
-
-def sft_data_dir(cfg: Config) -> Path:
-    return Path(cfg.sft.data) if cfg.sft.data else Path(cfg.trainer.run_dir) / "sft_data"
 
 
 def scripted_teacher(cfg: Config) -> tuple[str, dict] | None:
