@@ -132,13 +132,20 @@ class BaseCorpus:
         for _ in range(count):
             index, document = self.documents[rng.randrange(len(self.documents))]
             text = render_document(index, document) + "\n\n"
-            sentence, cut = rng.choice(_probe_sentences(document.text, document.title))
-            head = tokenize(text + sentence[:cut], self.tokenizer)
-            line = tokenize(text + sentence, self.tokenizer)
-            if line[: len(head)] != head or len(line) == len(head):
+            split = self._last_word(text, *rng.choice(_probe_sentences(document.text, document.title)))
+            if split is None:
                 raise ValueError(f"document {document.title!r} does not tokenize apart from a sentence after it")
-            out.append(SFTRow(head, line[len(head) :], RECALL_LABEL))
+            out.append(SFTRow(*split, RECALL_LABEL))
         return out
+
+    def _last_word(self, context: str, sentence: str, cut: int) -> tuple[list[int], list[int]] | None:
+        """`context` and `sentence` up to its last word (which starts at `cut`), and the rest, in tokens; None when
+        the two do not tokenize apart."""
+        head = tokenize(context + sentence[:cut], self.tokenizer)
+        line = tokenize(context + sentence, self.tokenizer)
+        if line[: len(head)] != head or len(line) == len(head):
+            return None
+        return head, line[len(head) :]
 
     def _prompt(self, rng: random.Random) -> tuple[list[int], str]:
         """A prompt drawn from `prompts` and its last line: a read turn's prompt ends with its chunk."""
@@ -157,12 +164,9 @@ class BaseCorpus:
             choices = _probe_sentences(line, "", strict=False)
             if not choices:
                 continue
-            sentence, cut = rng.choice(choices)
-            head = tokenize(sentence[:cut], self.tokenizer)
-            whole = tokenize(sentence, self.tokenizer)
-            if whole[: len(head)] != head or len(whole) == len(head):
-                continue
-            out.append(SFTRow(prompt + self.blank + head, whole[len(head) :], PROMPT_RECALL_LABEL))
+            split = self._last_word("", *rng.choice(choices))
+            if split is not None:
+                out.append(SFTRow(prompt + self.blank + split[0], split[1], PROMPT_RECALL_LABEL))
         if len(out) < count:
             raise ValueError("the teacher's read prompts end in too few chunk lines with a sentence to probe")
         return out

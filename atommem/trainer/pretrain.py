@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from atommem.config import Config
-from atommem.learner.pretrain import PROMPT_RECALL_LABEL, RECALL_LABEL, BaseCorpus, step_rng
+from atommem.learner.pretrain import PROMPT_RECALL_LABEL, RECALL_LABEL, BaseCorpus, read_prompts, step_rng
 from atommem.tracking import RunLogger
 
 
@@ -40,10 +40,8 @@ def base_corpus(cfg: Config, model_path: str, teacher_data: str | Path | None = 
     the teacher episodes in `teacher_data` (default: sft.data's, so collect them first)."""
     from atommem.errors import UserError
     from atommem.models.loading import load_tokenizer
-    from atommem.trainer.inputs import sft_data_dir, train_samples
-
-    from atommem.learner.pretrain import read_prompts
     from atommem.rollout.parquet import iter_trajectories
+    from atommem.trainer.inputs import sft_data_dir, train_samples
 
     path = Path(teacher_data or sft_data_dir(cfg))
     if cfg.pretrain.prompt_share > 0 and not any(path.glob("part-*.parquet")):
