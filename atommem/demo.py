@@ -102,6 +102,7 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     try:
         sft_steps = sft.run(cfg.sft.steps, cfg.sft.time_budget_s, until_bar=True)
         sft_stopped_by = sft.stopped_by
+        sft_kept = sft.keep_best() if cfg.sft.keep_best else sft_steps
         training = {**({"base": base_stage["train_seconds"]} if base_stage else {}), "sft": sft.train_seconds}
         sft_model = sft.save(run_dir / "sft")
         sft_validation = sft.validation
@@ -140,7 +141,8 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
     control = SFTTrainer(cfg, str(sft_start), data, logger, phase="sft_control", mix=corpus)
     try:
         control.resume(run_dir / "sft" / "checkpoint")
-        ctrl_steps = control.run(sft_steps + 10**9, grpo_seconds)
+        ctrl_steps = control.run(sft_kept + 10**9, grpo_seconds)
+        ctrl_kept = control.keep_best() if cfg.sft.keep_best else ctrl_steps
         training.update(grpo=grpo_seconds, control=control.train_seconds)
         ctrl_model = control.save(run_dir / "sft_control")
         ctrl_validation = control.validation
@@ -214,7 +216,9 @@ def run_demo(run_dir: str | Path, config: str | Path = DEFAULT_CONFIG, overrides
         "grpo_train_seconds": round(grpo_seconds, 2),
         "sft_steps": sft_steps,
         "sft_stopped_by": sft_stopped_by,
-        "control_sft_steps": ctrl_steps - sft_steps,
+        "sft_kept_step": sft_kept,  # the SFT model's step: sft_steps, or its best validation's with sft.keep_best
+        "control_sft_steps": ctrl_steps - sft_kept,
+        "control_kept_step": ctrl_kept,
         "timings_s": timings,
         # the steps' own wall time (SFT and control without validation, GRPO without its dev curve); the rest
         # of total_s is starting, evaluating, validating and saving
@@ -333,6 +337,12 @@ def compare_demos(run_a: str | Path, run_b: str | Path, model: str = "grpo") -> 
 
 _STOPPED = {"bar": ": its held-out decisions passed sft.until_full", "time": ": sft.time_budget_s ran out",
             "signal": ": stopped by a signal"}  # why SFT ended, where not at sft.steps
+
+
+def _kept(report: dict, key: str, last: int) -> str:
+    """", kept step N: its best validation" where sft.keep_best rewound a model from its `last` step."""
+    kept = report.get(key, last)
+    return f", kept step {kept}: its best validation" if kept != last else ""
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -460,9 +470,10 @@ def _write_report(run_dir: Path, report: dict) -> None:
         "",
         "| model | dev EM |",
         "|---|---|",
-        f"| SFT ({report['sft_steps']} steps{_STOPPED.get(report.get('sft_stopped_by', ''), '')}) | {em['sft']:.3f} |",
+        f"| SFT ({report['sft_steps']} steps{_STOPPED.get(report.get('sft_stopped_by', ''), '')}{_kept(report, 'sft_kept_step', report['sft_steps'])}) | {em['sft']:.3f} |",
         f"| GRPO ({report['grpo_steps']} steps, {report['grpo_train_seconds']} s) | {em['grpo']:.3f} |",
-        f"| SFT trained on for the same time ({report['control_sft_steps']} more steps) | {em['sft_control']:.3f} |",
+        f"| SFT trained on for the same time ({report['control_sft_steps']} more steps"
+        f"{_kept(report, 'control_kept_step', report.get('sft_kept_step', report['sft_steps']) + report['control_sft_steps'])}) | {em['sft_control']:.3f} |",
         "",
         f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_sft']['ci95'])}",
         f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_control']['ci95'])}",

@@ -154,6 +154,7 @@ def seed_row(seed: int, seed_dir: Path) -> dict:
         "minutes": r["total_s"] / 60,
         "sft_steps": r["sft_steps"],
         "sft_stopped_by": r.get("sft_stopped_by", ""),
+        "sft_kept_step": r.get("sft_kept_step", r["sft_steps"]),
         "copy_measured": any(COPY_KEY in m for m in metrics if m.get("phase") == "sft"),
         "copy_formed_step": copy_formed_step(metrics),
         "base_steps": r.get("base_stage", {}).get("steps"),
@@ -224,7 +225,8 @@ def _row_cells(row: dict) -> list[str]:
         f"{row['best_baseline']} {row['best_baseline_em']:.3f}",
         _diff(row["grpo_minus_sft"]), _diff(row["grpo_minus_control"]), _diff(row["grpo_minus_best_baseline"]),
         str(row["questions"]), f"{row['minutes']:.1f}", recall, copy,
-        f"{row['sft_steps']}" + (f" ({SFT_STOPPED[row['sft_stopped_by']]})" if row.get("sft_stopped_by") in SFT_STOPPED else ""),
+        f"{row['sft_steps']}" + (f" ({SFT_STOPPED[row['sft_stopped_by']]})" if row.get("sft_stopped_by") in SFT_STOPPED else "")
+        + (f", kept {row['sft_kept_step']}" if row.get("sft_kept_step", row["sft_steps"]) != row["sft_steps"] else ""),
         f"{_num(row['kept_step'], 'd')} of {row['grpo_steps']}",
         f"{longer['grpo']:.3f} ({_num(longer['grpo_over_1x'], '.2f')})" if longer else "n/a",
         f"{longer['best_baseline']} {longer['best_baseline_em']:.3f}" if longer else "n/a",

@@ -34,7 +34,7 @@ def _micro(root) -> list[str]:
         "trainer.time_budget_s=0.01", "trainer.eval_every=1", "cluster.num_cpus=4",
         f"data.val={root / 'data/val'}", "data.val_samples=6", "eval.length_factors=[4]", "eval.length_samples=2",
         "pretrain.steps=3", "pretrain.batch_size=2", "pretrain.mix_rows=2", "pretrain.eval_every=2",
-        "pretrain.until_recall=null", "pretrain.prompt_share=1.0",
+        "pretrain.until_recall=null", "pretrain.prompt_share=1.0", "sft.keep_best=true", "sft.val_every=2",
     ]
 
 
@@ -50,6 +50,7 @@ def atomic_demo(tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()
     from atommem.trainer.grpo import GRPOTrainer
+    from atommem.trainer.sft import SFTTrainer
 
     root = tmp_path_factory.mktemp("demo")
     printed = io.StringIO()
@@ -57,6 +58,16 @@ def atomic_demo(tmp_path_factory):
     evaluated: list[tuple[bool, list[tuple]]] = []
     selecting = []
     evaluate, run = GRPOTrainer.evaluate, GRPOTrainer.run
+    validate, save = SFTTrainer.validate, SFTTrainer.save
+    weights: list[tuple[str, str, int, str]] = []  # (event, SFT phase, step, the learner's weights digest)
+
+    def spy_validate(self):
+        weights.append(("validate", self.phase, self.step, self.learner.weights_digest()))
+        return validate(self)
+
+    def spy_save(self, out):
+        weights.append(("save", self.phase, self.step, self.learner.weights_digest()))
+        return save(self, out)
 
     def spy_evaluate(self, samples, tag):
         evaluated.append((bool(selecting), [_content(s) for s in samples]))
@@ -73,10 +84,16 @@ def atomic_demo(tmp_path_factory):
         with contextlib.redirect_stdout(printed), pytest.MonkeyPatch.context() as mp:
             mp.setattr(GRPOTrainer, "evaluate", spy_evaluate)
             mp.setattr(GRPOTrainer, "run", spy_run)
+            mp.setattr(SFTTrainer, "validate", spy_validate)
+            mp.setattr(SFTTrainer, "save", spy_save)
             report_path = run_demo(root / "run", overrides=tuple(_micro(root)))
     finally:
         ray.shutdown()
+    _SFT_WEIGHTS[:] = weights
     return root, report_path, printed.getvalue(), evaluated
+
+
+_SFT_WEIGHTS: list[tuple[str, str, int, str]] = []  # what the atomic demo's SFT validated and saved
 
 
 def test_demo_runs_every_stage_and_reports_consistently(atomic_demo):
@@ -140,7 +157,8 @@ def test_demo_runs_every_stage_and_reports_consistently(atomic_demo):
     assert (run / "base" / "model" / "config.json").is_file() and "## Base stage (next-token training on the task's read prompts" in md
     assert "## Action rates by turn state" in md and "| revision | update |" in md
     assert f"| revision/update | {val['sft']['val_rows/revision/update']:.0f} | {val['sft']['val_first/revision/update']:.3f} |" in md
-    assert [r["step"] for r in rows if r["phase"] == "sft" and "val_nll" in r] == [report["sft_steps"]]
+    last = report["sft_steps"]  # validated every sft.val_every (2) steps and at the last
+    assert [r["step"] for r in rows if r["phase"] == "sft" and "val_nll" in r] == sorted({*range(2, last + 1, 2), last})
     for name in ("grpo_reward.png", "action_rates.png", "sft_loss.png", "sft_validation.png", "state_rates.png",
                  "val_em_curve.png", "config.yaml"):
         assert (run / name).is_file(), name
@@ -171,6 +189,23 @@ def test_grpo_keeps_the_validation_argmax_and_never_plays_dev_while_selecting(at
     during = [played for inside, played in evaluated if inside]
     assert len(during) == len(logged) and all(played == val for played in during)
     assert [set(played) <= dev and len(played) == 6 for inside, played in evaluated if not inside] == [True, True]
+
+
+def test_sft_and_the_control_keep_their_best_validation_steps_weights(atomic_demo):
+    root, report_path, _, _ = atomic_demo
+    report = json.loads((root / "run" / "report.json").read_text())
+    rows = [json.loads(line) for line in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    for phase, key in (("sft", "sft_kept_step"), ("sft_control", "control_kept_step")):
+        curve = [(r["step"], r["val_full"]) for r in rows if r["phase"] == phase and "val_full" in r]
+        assert len(curve) >= 2
+        kept = max(curve, key=lambda c: (c[1], -c[0]))[0]  # the argmax, the earliest on a tie
+        assert report[key] == kept
+        digests = {step: d for event, p, step, d in _SFT_WEIGHTS if event == "validate" and p == phase}
+        (saved,) = [(step, d) for event, p, step, d in _SFT_WEIGHTS if event == "save" and p == phase]
+        # the model saved (SFT's: the one GRPO and the control start from) has the kept validation's weights
+        assert saved == (kept, digests[kept])
+    assert report["control_sft_steps"] >= 1 and report["sft_steps"] >= report["sft_kept_step"]
+    assert f"kept step {report['sft_kept_step']}" in report_path.read_text() or report["sft_kept_step"] == report["sft_steps"]
 
 
 def test_a_validation_split_sharing_content_with_dev_is_refused(atomic_demo, tmp_path):

@@ -167,6 +167,14 @@ class _ScriptedLearner:
         shares = self.script.pop(0)
         return [RowScore(label, True, i < round(share * 20), 0.0, 1) for label, share in shares.items() for i in range(20)]
 
+    # the updates made stand in for the weights: a checkpoint holds them and loading one puts them back
+    def save_checkpoint(self, directory, extra_state=None, meta=None):
+        self.saved = {"updates": self.updates, **(extra_state or {})}
+
+    def load_checkpoint(self, directory):
+        self.updates = self.saved["updates"]
+        return self.saved
+
     def shutdown(self):
         pass
 
@@ -198,6 +206,31 @@ def test_sft_stops_at_the_first_validation_where_every_named_decision_passes_the
     # the same validations without until_bar (the equal-time control trains on): no stop before the step cap
     trainer = _sft_trainer(tmp_path, monkeypatch, script, **bar)
     assert trainer.run(40) == 40 and trainer.stopped_by == "steps"
+
+
+def test_keep_best_rewinds_sft_to_its_best_validation_the_earliest_on_a_tie(tmp_path, monkeypatch):
+    script = [{"answer/answer": 0.5}, {"answer/answer": 0.9}, {"answer/answer": 0.6}, {"answer/answer": 0.9}]
+    trainer = _sft_trainer(tmp_path, monkeypatch, list(script), keep_best=True, val_episodes=6)
+    assert trainer.run(40) == 40 and trainer.learner.updates == 40
+    assert trainer.keep_best() == 20
+    # the learner's state, the step, the data position and the validation are step 20's again
+    assert trainer.learner.updates == 20 and trainer.step == 20 and trainer.validated_step == 20
+    assert trainer.validation["val_full"] == 0.9
+    twenty = _sft_trainer(tmp_path, monkeypatch, list(script))
+    twenty.run(20)
+    assert [trainer.data.next_batch() for _ in range(5)] == [twenty.data.next_batch() for _ in range(5)]
+    # without keep_best nothing is saved and the last step stays
+    trainer = _sft_trainer(tmp_path, monkeypatch, list(script))
+    assert trainer.run(40) == 40 and not hasattr(trainer.learner, "saved") and trainer.best is None
+
+
+def test_keep_best_without_validations_is_a_config_error():
+    from atommem.config import ConfigError, SFTConfig
+
+    with pytest.raises(ConfigError, match="sft.keep_best"):
+        SFTConfig(keep_best=True, val_episodes=10)
+    with pytest.raises(ConfigError, match="sft.keep_best"):
+        SFTConfig(keep_best=True, val_every=10)
 
 
 def test_a_bar_label_no_held_out_turn_has_is_named_with_the_labels_there(tmp_path, monkeypatch):

@@ -163,6 +163,8 @@ class SFTTrainer:
         self.validated_step: int | None = None  # the step it was taken at
         self.train_seconds = 0.0  # wall time of run()'s steps, validation not counted
         self.stopped_by = ""  # why the last run() ended: "steps", "time", "bar" (sft.until_full) or "signal"
+        self.best: tuple[int, dict[str, float]] | None = None  # sft.keep_best: the step and validation of the best so far
+        self.best_path = Path(cfg.trainer.run_dir) / f"{phase}_best"  # ...and its learner state
 
     def run(self, steps: int, seconds: float | None = None, until_bar: bool = False) -> int:
         """Train until step `steps` or for `seconds` of training time (validation not counted), whichever comes
@@ -216,7 +218,23 @@ class SFTTrainer:
         self.validation = validation_metrics(self.learner.score_sft(self.data.val_refs))
         self.validated_step = self.step
         self.logger.log(self.step, self.validation, phase=self.phase)
+        if self.cfg.sft.keep_best and (self.best is None or self.validation["val_full"] > self.best[1]["val_full"]):
+            self.best = (self.step, self.validation)
+            self.learner.save_checkpoint(self.best_path, self._state(), meta={"step": self.step, "val_full": self.validation["val_full"]})
         return self.validation
+
+    def keep_best(self) -> int:
+        """With sft.keep_best, after run(): rewind the learner (weights, optimizer, data position) to the best
+        validation's step, whose validation becomes `validation`; returns that step."""
+        if self.best is None:
+            raise RuntimeError("sft.keep_best: no validation to keep, run() with held-out episodes first")
+        step, validation = self.best
+        if step != self.step:
+            self.resume(self.best_path)
+            if self.step != step:
+                raise RuntimeError(f"{self.best_path} holds step {self.step}, the best validation step is {step}")
+            self.validation, self.validated_step = validation, step
+        return step
 
     def _cap_reached(self, steps: int, seconds: float | None, trained_s: float) -> str:
         """Which cap ends run() before the next step ("steps", "time" or "signal"), or "" to go on."""
@@ -244,8 +262,11 @@ class SFTTrainer:
 
     def save(self, out: Path) -> Path:
         """Full state in `out/checkpoint` (to train on later), the HF model in `out/model`; returns the model dir."""
-        self.learner.save_checkpoint(str(out / "checkpoint"), {"sft_step": self.step, "sampler": self.data.sampler.state_dict()})
+        self.learner.save_checkpoint(str(out / "checkpoint"), self._state())
         return self.learner.save_hf(str(out / "model"))
+
+    def _state(self) -> dict:
+        return {"sft_step": self.step, "sampler": self.data.sampler.state_dict()}
 
     def resume(self, checkpoint: Path) -> None:
         extra = self.learner.load_checkpoint(str(checkpoint))
@@ -271,7 +292,9 @@ def train_sft(cfg: Config) -> Path:
     model_path = str(pretrain_base(cfg, model_path, run_dir / "base" / "model", logger, corpus)[0])
     trainer = SFTTrainer(cfg, model_path, data, logger, mix=corpus)
     try:
-        trainer.run(cfg.sft.steps, cfg.sft.time_budget_s, until_bar=True)
+        last = trainer.run(cfg.sft.steps, cfg.sft.time_budget_s, until_bar=True)
+        if cfg.sft.keep_best:
+            print(f"SFT keeps step {trainer.keep_best()} of {last}: its best validation")
         model = trainer.save(run_dir / "sft")
     finally:
         trainer.shutdown()
