@@ -339,9 +339,8 @@ _STOPPED = {"bar": ": its held-out decisions passed sft.until_full", "time": ": 
             "signal": ": stopped by a signal"}  # why SFT ended, where not at sft.steps
 
 
-def _kept(report: dict, key: str, last: int) -> str:
+def _kept(kept: int, last: int) -> str:
     """", kept step N: its best validation" where sft.keep_best rewound a model from its `last` step."""
-    kept = report.get(key, last)
     return f", kept step {kept}: its best validation" if kept != last else ""
 
 
@@ -470,10 +469,10 @@ def _write_report(run_dir: Path, report: dict) -> None:
         "",
         "| model | dev EM |",
         "|---|---|",
-        f"| SFT ({report['sft_steps']} steps{_STOPPED.get(report.get('sft_stopped_by', ''), '')}{_kept(report, 'sft_kept_step', report['sft_steps'])}) | {em['sft']:.3f} |",
+        f"| SFT ({report['sft_steps']} steps{_STOPPED.get(report.get('sft_stopped_by', ''), '')}{_kept(report['sft_kept_step'], report['sft_steps'])}) | {em['sft']:.3f} |",
         f"| GRPO ({report['grpo_steps']} steps, {report['grpo_train_seconds']} s) | {em['grpo']:.3f} |",
         f"| SFT trained on for the same time ({report['control_sft_steps']} more steps"
-        f"{_kept(report, 'control_kept_step', report.get('sft_kept_step', report['sft_steps']) + report['control_sft_steps'])}) | {em['sft_control']:.3f} |",
+        f"{_kept(report['control_kept_step'], report['sft_kept_step'] + report['control_sft_steps'])}) | {em['sft_control']:.3f} |",
         "",
         f"GRPO - SFT: {report['grpo_minus_sft']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_sft']['ci95'])}",
         f"GRPO - control: {report['grpo_minus_control']['diff']:+.3f}, 95% CI {_ci(*report['grpo_minus_control']['ci95'])}",

@@ -226,7 +226,7 @@ def _row_cells(row: dict) -> list[str]:
         _diff(row["grpo_minus_sft"]), _diff(row["grpo_minus_control"]), _diff(row["grpo_minus_best_baseline"]),
         str(row["questions"]), f"{row['minutes']:.1f}", recall, copy,
         f"{row['sft_steps']}" + (f" ({SFT_STOPPED[row['sft_stopped_by']]})" if row.get("sft_stopped_by") in SFT_STOPPED else "")
-        + (f", kept {row['sft_kept_step']}" if row.get("sft_kept_step", row["sft_steps"]) != row["sft_steps"] else ""),
+        + (f", kept {row['sft_kept_step']}" if row["sft_kept_step"] != row["sft_steps"] else ""),
         f"{_num(row['kept_step'], 'd')} of {row['grpo_steps']}",
         f"{longer['grpo']:.3f} ({_num(longer['grpo_over_1x'], '.2f')})" if longer else "n/a",
         f"{longer['best_baseline']} {longer['best_baseline_em']:.3f}" if longer else "n/a",
